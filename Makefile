@@ -1,0 +1,27 @@
+# One-command entry points. `make chat` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup chat test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+chat: setup
+	$(PY) -m bot chat --config config.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/core.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info atelier-output

@@ -1,0 +1,1 @@
+"""Platform adapters: translate platform events into Messages and Bot replies back out."""

@@ -1,0 +1,139 @@
+"""Console adapter: one conversation per session over stdin/stdout; the offline demo and the scripting interface."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import re
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from bot.core import Bot
+from bot.messages import Artifact, Author, ConversationKey, Message
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def save_artifact(artifact: Artifact, folder: Path) -> Path:
+    """Write an artifact under `folder` with a safe, unique name and return its absolute path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = _UNSAFE_NAME.sub("-", Path(artifact.filename).name).strip("-.") or "artifact"
+    path = folder / name
+    stem, suffix = path.stem, path.suffix
+    counter = 1
+    while path.exists():
+        path = folder / f"{stem}-{counter}{suffix}"
+        counter += 1
+    path.write_bytes(artifact.data)
+    return path.resolve()
+
+
+class ConsoleReply:
+    """Replies printed to a terminal (streamed as they come) or a pipe (one block per reply)."""
+
+    def __init__(self, out: TextIO, output_dir: Path, interactive: bool) -> None:
+        self.out = out
+        self.output_dir = output_dir
+        self.interactive = interactive
+
+    def _print(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    async def send(self, text: str) -> None:
+        """Print a message."""
+        self._print(text)
+
+    async def stream(self, chunks: AsyncIterator[str]) -> str:
+        """Print chunks as they arrive on a terminal; print the whole reply at once on a pipe."""
+        parts: list[str] = []
+        try:
+            async for chunk in chunks:
+                parts.append(chunk)
+                if self.interactive:
+                    self.out.write(chunk)
+                    self.out.flush()
+        finally:
+            if self.interactive and parts:
+                self._print("")
+        text = "".join(parts)
+        if not self.interactive and text:
+            self._print(text)
+        return text
+
+    async def edit(self, text: str) -> None:
+        """A terminal cannot take back a line, so print the correction below it."""
+        self._print(f"(edited) {text}")
+
+    async def attach(self, artifact: Artifact, caption: str = "") -> None:
+        """Save the file under the output folder and print its full path."""
+        path = await asyncio.to_thread(save_artifact, artifact, self.output_dir)
+        self._print(f"{caption + ' ' if caption else ''}Saved {artifact.mime_type} to {path}")
+
+    async def progress(self, fraction: float, note: str = "") -> None:
+        """Print a progress line."""
+        self._print(f"... {round(fraction * 100)}%{' ' + note if note else ''}")
+
+    async def error(self, text: str) -> None:
+        """Print a one-line explanation."""
+        self._print(text)
+
+
+class ConsoleAdapter:
+    """Reads one message per line; exits at end of input once every reply is out."""
+
+    name = "console"
+
+    def __init__(
+        self,
+        stdin: BinaryIO | None = None,
+        stdout: TextIO | None = None,
+        output_dir: str | Path = "atelier-output",
+        interactive: bool | None = None,
+    ) -> None:
+        self.stdin = stdin or sys.stdin.buffer
+        self.stdout = stdout or sys.stdout
+        self.output_dir = Path(output_dir)
+        self.interactive = self.stdin.isatty() if interactive is None else interactive
+        self._stopping = asyncio.Event()
+        user = getpass.getuser() or "you"
+        self.author = Author(id=user, name=user, is_admin=True)
+        self.conversation = ConversationKey("console", "local", "console", uuid.uuid4().hex[:12])
+
+    def _read_lines(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
+        # A plain thread: stdin may be a file, a pipe or a TTY, and only blocking reads suit all three.
+        try:
+            for raw in iter(self.stdin.readline, b""):
+                loop.call_soon_threadsafe(queue.put_nowait, raw)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    async def run(self, bot: Bot) -> None:
+        """Feed each input line to the bot; at end of input wait for the replies, then return."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        threading.Thread(target=self._read_lines, args=(loop, queue), name="atelier-stdin", daemon=True).start()
+        reply = ConsoleReply(self.stdout, self.output_dir, self.interactive)
+        if self.interactive:
+            reply._print("Atelier console. Type a message, /help for commands, Ctrl-D to quit.")
+        pending: set[asyncio.Task[None]] = set()
+        while not self._stopping.is_set():
+            raw = await queue.get()
+            if raw is None:
+                break
+            # Bad bytes become lone surrogates, which the core recognises and explains.
+            text = raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
+            message = Message(self.conversation, self.author, text, id=uuid.uuid4().hex[:12], is_dm=True)
+            task = asyncio.create_task(bot.handle(message, reply), name=f"console-message-{message.id}")
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def stop(self) -> None:
+        """Stop reading input."""
+        self._stopping.set()

@@ -1,0 +1,102 @@
+"""Command line: `python -m bot run | chat | serve`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.config import Config, ConfigError, load_config, require_secret
+from bot.logs import setup_logging
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Atelier: a generative bot for Discord and Slack.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve}")
+    for name, text in (
+        ("run", "start every adapter enabled in the config"),
+        ("chat", "chat in this terminal (or pipe one message per line)"),
+        ("serve", "serve the configured models over HTTP (the GPU host)"),
+    ):
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("--config", metavar="PATH", help="config.yaml to use (default: ./config.yaml if present)")
+        command.add_argument("--db", metavar="PATH", help="SQLite file, overriding bot.db")
+        command.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default) or ERROR")
+        if name == "chat":
+            command.add_argument("--output-dir", metavar="DIR", help="where generated files go, overriding bot.output_dir")
+        if name == "serve":
+            command.add_argument("--host", help="address to bind, overriding serve.host")
+            command.add_argument("--port", type=int, help="port to bind, overriding serve.port")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = args.config or ("config.yaml" if Path("config.yaml").exists() else None)
+    config = load_config(path)
+    if args.db:
+        config = config.model_copy(update={"bot": config.bot.model_copy(update={"db": args.db})})
+    if getattr(args, "output_dir", None):
+        config = config.model_copy(update={"bot": config.bot.model_copy(update={"output_dir": args.output_dir})})
+    return config
+
+
+async def _chat(config: Config) -> None:
+    from adapters.console import ConsoleAdapter
+    from bot.core import Bot
+
+    bot = await Bot.start(config)
+    try:
+        await ConsoleAdapter(output_dir=config.bot.output_dir).run(bot)
+    finally:
+        await bot.close()
+
+
+def _check_run(config: Config) -> None:
+    """Fail early, naming the variable, when an enabled adapter lacks a secret."""
+    discord, slack = config.adapters.discord, config.adapters.slack
+    if not discord.enabled and not slack.enabled:
+        raise ConfigError(
+            "no adapter is enabled: set adapters.discord.enabled or adapters.slack.enabled to true "
+            "in config.yaml (or try `python -m bot chat` in this terminal)."
+        )
+    if discord.enabled:
+        require_secret(discord.token_env, "adapters.discord.token_env")
+    if slack.enabled:
+        require_secret(slack.bot_token_env, "adapters.slack.bot_token_env")
+        if slack.mode == "socket":
+            require_secret(slack.app_token_env, "adapters.slack.app_token_env")
+        else:
+            require_secret(slack.signing_secret_env, "adapters.slack.signing_secret_env")
+    missing = [name for name, on in (("Discord", discord.enabled), ("Slack", slack.enabled)) if on]
+    raise ConfigError(
+        f"the {' and '.join(missing)} adapter is not part of this version yet; "
+        "use `python -m bot chat` meanwhile."
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        config = _load(args)
+        setup_logging(config, args.log_level or ("INFO" if args.command == "run" else "WARNING"))
+        if args.command == "chat":
+            asyncio.run(_chat(config))
+        elif args.command == "run":
+            _check_run(config)
+        else:
+            raise ConfigError("the GPU host (`serve`) is not part of this version yet.")
+    except ConfigError as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""`markov`: the embedded, offline text backend, a word-level Markov chatbot in the MegaHAL tradition.
+
+It keeps order-2 chains in both directions, seeds a reply on a keyword of the user's message,
+grows it forwards and backwards, and keeps the most on-topic of several candidates. It learns
+from what users say, per workspace (one server's chat never leaks into another's), and can
+unlearn a user's words exactly because the chains are plain counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib.resources import files
+
+from bot.backends.base import TextOptions
+from bot.config import BackendConfig
+from bot.messages import Turn
+
+TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[.!?,;:]")
+BOUNDARY = "\x00"
+SENTENCE_END = frozenset(".!?")
+PUNCTUATION = frozenset(".!?,;:")
+MAX_SIDE = 30
+STOPWORDS = frozenset(
+    """a about after again all also am an and any are as at be been but by can could did do does
+    doing for from get got had has have he her here hers him his how i i'm if in into is it it's its
+    just me more most my no not now of off on once only or our out over own please same she should
+    so some such than that that's the their them then there these they this those to too under up
+    very was we were what when where which while who whom why will with would you you're your yours
+    yes yeah ok okay oh well really much many one thing things let's know""".split()
+)
+# Greetings and small talk are answered in kind, but only when nothing more specific was said.
+SMALL_TALK = frozenset("hi hey hello thanks thank bye goodbye morning evening night".split())
+Context = tuple[str, str]
+Table = dict[Context, dict[str, int]]
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words and sentence punctuation."""
+    return TOKEN.findall(text.lower())
+
+
+def detokenize(tokens: Sequence[str]) -> str:
+    """Join tokens into a sentence with normal spacing and capitals."""
+    out: list[str] = []
+    capital = True
+    for token in tokens:
+        word = token
+        if word == "i" or word.startswith("i'"):
+            word = "I" + word[1:]
+        if capital and word[:1].isalpha():
+            word = word[0].upper() + word[1:]
+            capital = False
+        if token in PUNCTUATION and out:
+            out[-1] += word
+        else:
+            out.append(word)
+        if token in SENTENCE_END:
+            capital = True
+    text = " ".join(out)
+    return text if not text or text[-1] in SENTENCE_END else text + "."
+
+
+class Chains:
+    """Counts for one body of text: order-2 forward and backward chains plus word follow-ups."""
+
+    def __init__(self) -> None:
+        self.forward: Table = {}
+        self.backward: Table = {}
+        self.follows: dict[str, dict[str, int]] = {}
+        self.words: dict[str, int] = {}
+
+    @staticmethod
+    def _bump(table: dict, key: object, token: str, delta: int) -> None:
+        counts = table.setdefault(key, {})
+        value = counts.get(token, 0) + delta
+        if value > 0:
+            counts[token] = value
+        else:
+            counts.pop(token, None)
+            if not counts:
+                del table[key]
+
+    def add(self, text: str, delta: int = 1) -> None:
+        """Learn (delta=1) or unlearn (delta=-1) every sentence of `text`."""
+        sentence: list[str] = []
+        for token in tokenize(text) + ["."]:
+            sentence.append(token)
+            if token in SENTENCE_END:
+                if len(sentence) > 1:
+                    self._add_sentence(sentence, delta)
+                sentence = []
+
+    def _add_sentence(self, sentence: list[str], delta: int) -> None:
+        for word in sentence:
+            if word not in PUNCTUATION:
+                value = self.words.get(word, 0) + delta
+                if value > 0:
+                    self.words[word] = value
+                else:
+                    self.words.pop(word, None)
+        padded = [BOUNDARY, BOUNDARY, *sentence, BOUNDARY]
+        for i in range(2, len(padded)):
+            self._bump(self.forward, (padded[i - 2], padded[i - 1]), padded[i], delta)
+        padded = [BOUNDARY, BOUNDARY, *reversed(sentence), BOUNDARY]
+        for i in range(2, len(padded)):
+            self._bump(self.backward, (padded[i - 2], padded[i - 1]), padded[i], delta)
+        for a, b in zip(sentence, [*sentence[1:], BOUNDARY]):
+            self._bump(self.follows, a, b, delta)
+
+
+class Brain:
+    """The starter corpus plus one learned overlay per scope; generation reads both."""
+
+    def __init__(self, corpus: str) -> None:
+        self.base = Chains()
+        for line in corpus.splitlines():
+            if line.strip():
+                self.base.add(line)
+        self.scopes: dict[str, Chains] = {}
+
+    def learn(self, scope: str, text: str, delta: int = 1) -> None:
+        """Add (or with delta=-1, remove) a user's text in a scope."""
+        self.scopes.setdefault(scope, Chains()).add(text, delta)
+
+    def _layers(self, scope: str) -> tuple[Chains, ...]:
+        overlay = self.scopes.get(scope)
+        return (self.base, overlay) if overlay is not None else (self.base,)
+
+    @staticmethod
+    def _options(layers: tuple[Chains, ...], pick: str, key: object) -> dict[str, int]:
+        if len(layers) == 1:
+            return getattr(layers[0], pick).get(key, {})
+        merged: dict[str, int] = {}
+        for layer in layers:
+            for token, count in getattr(layer, pick).get(key, {}).items():
+                merged[token] = merged.get(token, 0) + count
+        return merged
+
+    def _walk(self, layers: tuple[Chains, ...], pick: str, context: Context, rng: random.Random) -> tuple[list[str], float]:
+        """Extend from `context` until a sentence boundary; return tokens and their surprise."""
+        out: list[str] = []
+        surprise = 0.0
+        a, b = context
+        for _ in range(MAX_SIDE):
+            options = self._options(layers, pick, (a, b))
+            if not options:
+                break
+            total = sum(options.values())
+            token = rng.choices(list(options), weights=list(options.values()))[0]
+            surprise -= math.log2(options[token] / total)
+            if token == BOUNDARY:
+                break
+            out.append(token)
+            a, b = b, token
+        return out, surprise
+
+    def keywords(self, text: str, scope: str) -> list[str]:
+        """Words of `text` worth answering about that the brain knows, rarest first."""
+        layers = self._layers(scope)
+        counts: dict[str, int] = {}
+        for word in tokenize(text):
+            if word in STOPWORDS or word in PUNCTUATION or len(word) < 2:
+                continue
+            seen = sum(layer.words.get(word, 0) for layer in layers)
+            if seen:
+                counts[word] = seen
+        specific = [word for word in counts if word not in SMALL_TALK]
+        return sorted(specific or counts, key=counts.__getitem__)
+
+    def candidate(self, keyword: str | None, scope: str, rng: random.Random) -> tuple[list[str], float]:
+        """One reply grown from `keyword` in both directions (or from a sentence start)."""
+        layers = self._layers(scope)
+        if keyword is None:
+            return self._walk(layers, "forward", (BOUNDARY, BOUNDARY), rng)
+        follows = self._options(layers, "follows", keyword)
+        if not follows:
+            return self._walk(layers, "forward", (BOUNDARY, BOUNDARY), rng)
+        nxt = rng.choices(list(follows), weights=list(follows.values()))[0]
+        head: list[str] = []
+        tail: list[str] = []
+        surprise = 0.0
+        if nxt != BOUNDARY:
+            tail, surprise = self._walk(layers, "forward", (keyword, nxt), rng)
+            tail = [nxt, *tail]
+        back, back_surprise = self._walk(layers, "backward", (nxt, keyword), rng)
+        head = list(reversed(back))
+        return [*head, keyword, *tail], surprise + back_surprise
+
+    def reply(self, text: str, scope: str, rng: random.Random, budget_s: float = 0.008, tries: int = 12) -> str:
+        """The best of several candidates: most keywords covered, then most informative, not too long."""
+        keywords = self.keywords(text, scope)
+        heard = tokenize(text)
+        deadline = time.perf_counter() + budget_s
+        best: tuple[float, list[str]] | None = None
+        for attempt in range(tries):
+            seed_word = keywords[attempt % len(keywords)] if keywords else None
+            tokens, surprise = self.candidate(seed_word, scope, rng)
+            if not tokens or tokens == heard:
+                continue
+            covered = len(set(tokens) & set(keywords))
+            length_penalty = max(0, len(tokens) - 24) * 0.5
+            score = 4.0 * covered + surprise / math.sqrt(len(tokens)) - length_penalty
+            if best is None or score > best[0]:
+                best = (score, tokens)
+            if time.perf_counter() > deadline:
+                break
+        return detokenize(best[1]) if best else "Tell me more."
+
+
+class MarkovBackend:
+    """The `markov` TextBackend: instant, offline, and it learns from the chat it sees."""
+
+    name = "markov"
+    context_tokens = 4096
+
+    def __init__(self, brain: Brain, chunk_words: int = 4) -> None:
+        self.brain = brain
+        self.chunk_words = chunk_words
+        # One thread owns the brain, so learning and generating never race.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-markov")
+
+    def count_tokens(self, text: str) -> int:
+        """Words and punctuation marks in `text`."""
+        return len(TOKEN.findall(text.lower()))
+
+    async def _call(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def stream(self, turns: Sequence[Turn], options: TextOptions) -> AsyncIterator[str]:
+        """Answer the last user turn, yielding a few words at a time."""
+        prompt = next((turn.text for turn in reversed(turns) if turn.role == "user"), "")
+        rng = random.Random(options.seed)
+        text: str = await self._call(self.brain.reply, prompt, options.scope, rng)
+        words = text.split(" ")[: max(1, options.max_tokens)]
+        for start in range(0, len(words), self.chunk_words):
+            piece = " ".join(words[start : start + self.chunk_words])
+            yield piece if start == 0 else " " + piece
+
+    async def learn(self, texts: Sequence[tuple[str, str]]) -> None:
+        """Learn from (scope, text) pairs."""
+        await self._call(self._apply, list(texts), 1)
+
+    async def forget(self, texts: Sequence[tuple[str, str]]) -> None:
+        """Unlearn (scope, text) pairs learned before."""
+        await self._call(self._apply, list(texts), -1)
+
+    def _apply(self, texts: list[tuple[str, str]], delta: int) -> None:
+        for scope, text in texts:
+            self.brain.learn(scope, text, delta)
+
+    async def close(self) -> None:
+        """Stop the backend's thread."""
+        self._executor.shutdown(wait=False)
+
+
+def starter_corpus() -> str:
+    """The sentences this project wrote to give the bot something to say on day one."""
+    return files("bot.backends").joinpath("markov_corpus.txt").read_text(encoding="utf-8")
+
+
+async def create(config: BackendConfig) -> MarkovBackend:
+    """Factory for `type: markov`; `options.corpus` may name an extra text file to learn from."""
+    corpus = starter_corpus()
+    extra = config.options.get("corpus")
+    if extra:
+        with open(extra, encoding="utf-8") as handle:
+            corpus += "\n" + handle.read()
+    brain = await asyncio.to_thread(Brain, corpus)
+    return MarkovBackend(brain)

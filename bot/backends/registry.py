@@ -1,0 +1,86 @@
+"""Maps a config `type` to a backend factory; built-ins plus plugins from the `bot.backends` entry points."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Literal
+
+from bot.backends.base import BackendLoadError
+from bot.config import BackendConfig
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["text", "image", "music"]
+Factory = Callable[[BackendConfig], Awaitable[Any]]
+
+# Imported lazily so a bot that never uses a heavy backend never imports torch for it.
+BUILTIN: dict[tuple[str, str], str] = {
+    ("text", "markov"): "bot.backends.markov:create",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    """Which backend of a kind is active, and why (the line /status shows)."""
+
+    kind: str
+    configured: str
+    active: str | None
+    reason: str = ""
+
+    @property
+    def uses_fallback(self) -> bool:
+        """True when the configured backend failed and another took over."""
+        return self.active is not None and self.active != self.configured
+
+    def describe(self) -> str:
+        """One line for /status."""
+        if self.active is None:
+            return f"{self.kind}: unavailable ({self.reason})"
+        if self.uses_fallback:
+            return f"{self.kind}: {self.active} (fallback; {self.configured} failed: {self.reason})"
+        return f"{self.kind}: {self.active}"
+
+
+def _resolve(target: str) -> Factory:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def factory_for(kind: str, type_name: str) -> Factory | None:
+    """The factory for `type_name` of `kind`, from the built-ins or an installed plugin."""
+    if (kind, type_name) in BUILTIN:
+        return _resolve(BUILTIN[(kind, type_name)])
+    for point in entry_points(group="bot.backends"):
+        if point.name == f"{kind}.{type_name}":
+            return point.load()
+    return None
+
+
+def register(kind: Kind, type_name: str, target: str) -> None:
+    """Register a built-in factory by its `module:function` path."""
+    BUILTIN[(kind, type_name)] = target
+
+
+async def load(kind: Kind, config: BackendConfig) -> tuple[Any | None, BackendStatus]:
+    """Load the configured backend, walking its fallback chain; never raises."""
+    reasons: list[str] = []
+    current: BackendConfig | None = config
+    while current is not None:
+        factory = factory_for(kind, current.type)
+        try:
+            if factory is None:
+                raise BackendLoadError(f"no {kind} backend of type '{current.type}' is installed")
+            backend = await factory(current)
+        except Exception as error:  # a broken plugin must not stop the bot; we fall back instead
+            reason = str(error) if isinstance(error, BackendLoadError) else f"{error.__class__.__name__}: {error}"
+            log.warning("%s backend '%s' could not be loaded: %s", kind, current.type, reason)
+            reasons.append(reason)
+            current = current.fallback
+            continue
+        return backend, BackendStatus(kind, config.type, current.type, "; ".join(reasons))
+    return None, BackendStatus(kind, config.type, None, "; ".join(reasons))

@@ -1,0 +1,115 @@
+"""The command table: parsing `/name args`, permissions, and one small handler per command."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bot.errors import PermissionDenied, UnknownCommand, UserInputError
+from bot.messages import Message
+
+if TYPE_CHECKING:
+    from adapters.base import Reply
+    from bot.core import Bot
+
+Handler = Callable[["Bot", Message, "Reply", str], Awaitable[None]]
+_COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_-]*)(?:\s+(.*))?$", re.DOTALL)
+MAX_PERSONA_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One entry of the command table."""
+
+    name: str
+    usage: str
+    summary: str
+    handler: Handler
+    takes_args: bool = False
+    admin_in_channels: bool = False
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, usage: str, summary: str, *, takes_args: bool = False, admin_in_channels: bool = False):
+    """Register a handler in the command table."""
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = Command(name, usage, summary, handler, takes_args, admin_in_channels)
+        return handler
+
+    return register
+
+
+def parse(text: str) -> tuple[str, str] | None:
+    """(name, args) when `text` is a command; None for chat (including paths such as /usr/bin)."""
+    match = _COMMAND.match(text)
+    if match is None:
+        return None
+    return match.group(1).lower(), (match.group(2) or "").strip()
+
+
+async def dispatch(bot: Bot, message: Message, reply: Reply, name: str, args: str) -> None:
+    """Check the command exists, its arguments and the user's rights, then run it."""
+    entry = COMMANDS.get(name)
+    if entry is None:
+        raise UnknownCommand(name)
+    if args and not entry.takes_args:
+        raise UserInputError(f"/{name} takes no arguments; usage: {entry.usage}")
+    if entry.admin_in_channels and not message.is_dm and not message.author.is_admin:
+        raise PermissionDenied(f"Only server admins can use /{name} in a shared channel; try it in a DM with the bot.")
+    await entry.handler(bot, message, reply, args)
+
+
+@command("help", "/help [command]", "list the commands, or explain one", takes_args=True)
+async def _help(bot: Bot, message: Message, reply: Reply, args: str) -> None:
+    if args:
+        entry = COMMANDS.get(args.lstrip("/").lower())
+        if entry is None:
+            raise UnknownCommand(args.lstrip("/"))
+        await reply.send(f"{entry.usage} — {entry.summary}")
+        return
+    lines = ["Talk to me in plain words, or use a command:"]
+    lines += [f"{entry.usage} — {entry.summary}" for entry in COMMANDS.values()]
+    await reply.send("\n".join(lines))
+
+
+@command("reset", "/reset", "start a new conversation here (earlier messages are no longer used)")
+async def _reset(bot: Bot, message: Message, reply: Reply, args: str) -> None:
+    await bot.store.reset(message.conversation)
+    await reply.send("Started a new conversation; I won't use the earlier messages here.")
+
+
+@command(
+    "persona",
+    "/persona <description> | /persona default",
+    "set who I am in this conversation, or go back to the default",
+    takes_args=True,
+    admin_in_channels=True,
+)
+async def _persona(bot: Bot, message: Message, reply: Reply, args: str) -> None:
+    if not args:
+        current = (await bot.store.conversation(message.conversation)).persona
+        shown = f'"{current}"' if current else "the default"
+        raise UserInputError(f"The persona here is {shown}; set one with /persona <description>, e.g. /persona You are a pirate.")
+    if len(args) > MAX_PERSONA_CHARS:
+        raise UserInputError(f"A persona can be at most {MAX_PERSONA_CHARS:,} characters; shorten it.")
+    if args.lower() in {"default", "reset", "clear"}:
+        await bot.store.set_persona(message.conversation, None, message.user_key)
+        await reply.send("Back to the default persona in this conversation.")
+        return
+    await bot.store.set_persona(message.conversation, args, message.user_key)
+    await reply.send(f'Persona set for this conversation: "{args}"')
+
+
+@command("status", "/status", "show which models are active and why")
+async def _status(bot: Bot, message: Message, reply: Reply, args: str) -> None:
+    await reply.send("\n".join(bot.status_lines()))
+
+
+@command("forget-me", "/forget-me", "delete everything stored about you")
+async def _forget_me(bot: Bot, message: Message, reply: Reply, args: str) -> None:
+    await reply.send(await bot.forget(message.user_key))

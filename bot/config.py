@@ -1,0 +1,222 @@
+"""Load and validate config.yaml: unknown keys rejected with their path; secrets only from the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import ConfigError
+
+DEFAULT_PERSONA = (
+    "You are Atelier, a friendly and concise assistant in a group chat. "
+    "You can also make pictures (/imagine) and music (/compose)."
+)
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are an error, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BotSection(Strict):
+    """Where state lives and how the bot speaks by default."""
+
+    db: str = "atelier.db"
+    output_dir: str = "atelier-output"
+    persona: str = DEFAULT_PERSONA
+    max_message_chars: int = Field(4000, ge=100, le=100_000)
+    reply_tokens: int = Field(256, ge=16, le=8192)
+    history_messages: int = Field(100, ge=1, le=10_000)
+
+
+class AccessList(Strict):
+    """Channels, roles and users an allow or deny rule applies to."""
+
+    channels: list[str] = []
+    roles: list[str] = []
+    users: list[str] = []
+
+
+class DiscordSection(Strict):
+    """The Discord adapter."""
+
+    enabled: bool = False
+    token_env: str = "DISCORD_TOKEN"
+    guilds: list[int] = []
+    auto_thread: bool = False
+    allow: AccessList = AccessList()
+    deny: AccessList = AccessList()
+    log_channel: str | None = None
+
+
+class SlackSection(Strict):
+    """The Slack adapter."""
+
+    enabled: bool = False
+    mode: Literal["socket", "http"] = "socket"
+    bot_token_env: str = "SLACK_BOT_TOKEN"
+    app_token_env: str = "SLACK_APP_TOKEN"
+    signing_secret_env: str = "SLACK_SIGNING_SECRET"
+    host: str = "0.0.0.0"
+    port: int = Field(3000, ge=1, le=65535)
+    path: str = "/slack/events"
+    api_base_url: str | None = None
+    log_channel: str | None = None
+
+
+class AdaptersSection(Strict):
+    """Every platform adapter; `python -m bot run` starts the enabled ones."""
+
+    discord: DiscordSection = DiscordSection()
+    slack: SlackSection = SlackSection()
+
+
+class BackendConfig(Strict):
+    """One backend: its registry `type`, type-specific settings, and an optional fallback."""
+
+    type: str
+    model: str | None = None
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    dtype: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    options: dict[str, Any] = {}
+    fallback: BackendConfig | None = None
+
+
+class BackendsSection(Strict):
+    """The text, image and music backends (and an optional shared remote host)."""
+
+    text: BackendConfig = BackendConfig(type="markov")
+    image: BackendConfig = BackendConfig(type="procedural")
+    music: BackendConfig = BackendConfig(type="algorithmic")
+    remote: BackendConfig | None = None
+
+
+class QueueSection(Strict):
+    """One generation queue: concurrent slots and a per-job timeout."""
+
+    slots: int = Field(1, ge=1, le=64)
+    timeout_s: float = Field(300.0, gt=0)
+
+
+class JobsSection(Strict):
+    """Scheduler limits."""
+
+    per_user_pending: int = Field(2, ge=1, le=100)
+    queue_limit: int = Field(100, ge=1, le=100_000)
+    image: QueueSection = QueueSection()
+    music: QueueSection = QueueSection()
+
+
+class CooldownSection(Strict):
+    """How many blocks within a window put a user on a generation cooldown."""
+
+    blocks: int = Field(3, ge=1)
+    window_s: float = Field(600.0, gt=0)
+    duration_s: float = Field(600.0, ge=0)
+
+
+class ModerationSection(Strict):
+    """The moderation layer's switches."""
+
+    enabled: bool = True
+    strict_public_figures: bool = False
+    cooldown: CooldownSection = CooldownSection()
+
+
+class ServeSection(Strict):
+    """The GPU host (`python -m bot serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_key_env: str = "ATELIER_API_KEY"
+
+
+class Config(Strict):
+    """The whole config.yaml."""
+
+    bot: BotSection = BotSection()
+    adapters: AdaptersSection = AdaptersSection()
+    backends: BackendsSection = BackendsSection()
+    jobs: JobsSection = JobsSection()
+    moderation: ModerationSection = ModerationSection()
+    serve: ServeSection = ServeSection()
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any, path: str) -> Any:
+    """Replace ${NAME} in strings with the environment's value; a missing one is an error."""
+    if isinstance(value, str):
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{path}: environment variable {name} is not set; export it or edit the value.")
+            return os.environ[name]
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    """Turn pydantic's report into one line per problem, each naming the key's dotted path."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: {path}: unknown key; check its spelling against the README's config reference.")
+        else:
+            lines.append(f"{source}: {path}: {item['msg']}.")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    """Validate already-parsed YAML data (None means all defaults)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (bot:, adapters:, ...).")
+    try:
+        return Config.model_validate(_expand_env(data, ""))
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a config file; None gives the defaults."""
+    if path is None:
+        return Config()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such config file; pass --config with the path of your config.yaml.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{file}: cannot read it ({error.__class__.__name__}).") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{file}: not valid YAML{where}; fix the indentation or quoting there.") from None
+    return parse_config(data, str(file))
+
+
+def require_secret(env_name: str, key_path: str) -> str:
+    """Read a secret from the environment, or fail with an error that names the variable."""
+    value = os.environ.get(env_name, "")
+    if not value.strip():
+        raise ConfigError(f"{env_name} is not set: export it before starting (named by {key_path} in config.yaml).")
+    return value

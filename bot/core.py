@@ -1,0 +1,215 @@
+"""Bot: the pipeline (clean → command or chat → moderation → backend → reply → store) and the one error sink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bot import commands
+from bot.backends import registry
+from bot.backends.base import LearningBackend, TextBackend, TextOptions
+from bot.config import Config
+from bot.conversation import build_prompt, clean_text
+from bot.errors import BackendFailed, BackendUnavailable, BotError, ModerationUnavailable, RequestRefused
+from bot.messages import ConversationKey, Message
+from bot.store import ConversationStore, StoredTurn
+from moderation import Moderator
+
+if TYPE_CHECKING:
+    from adapters.base import Reply
+
+log = logging.getLogger(__name__)
+
+# How many stored user turns a learning backend re-reads at start-up.
+RELEARN_LIMIT = 20_000
+# How many of the user's recent turns moderation sees with a new request.
+MODERATION_CONTEXT_TURNS = 3
+
+
+@dataclass
+class _ConversationLock:
+    lock: asyncio.Lock
+    users: int = 0
+
+
+class Bot:
+    """The platform-neutral core; adapters call `handle(message, reply)` for every event."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: ConversationStore,
+        text: TextBackend | None,
+        statuses: list[registry.BackendStatus],
+        moderator: Moderator,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.text = text
+        self.statuses = statuses
+        self.moderator = moderator
+        self.started_at = time.time()
+        self._locks: dict[ConversationKey, _ConversationLock] = {}
+        self._fallback_noticed: set[str] = set()
+
+    @classmethod
+    async def start(cls, config: Config) -> Bot:
+        """Open the store, load the backends (with fallbacks) and the moderator."""
+        store = await ConversationStore.open(config.bot.db)
+        text, text_status = await registry.load("text", config.backends.text)
+        statuses = [text_status]
+        for kind, backend_config in (("image", config.backends.image), ("music", config.backends.music)):
+            _, status = await registry.load(kind, backend_config)  # type: ignore[arg-type]
+            statuses.append(status)
+        bot = cls(config, store, text, statuses, Moderator(enabled=config.moderation.enabled))
+        if isinstance(text, LearningBackend):
+            await text.learn(await store.recent_user_texts(RELEARN_LIMIT))
+        return bot
+
+    async def close(self) -> None:
+        """Release backends and the store."""
+        if self.text is not None:
+            await self.text.close()
+        await self.store.close()
+
+    # --- the pipeline --------------------------------------------------------------------
+
+    async def handle(self, message: Message, reply: Reply) -> None:
+        """Answer one message; never raises. Messages of one conversation are answered in order."""
+        async with self._conversation_turn(message.conversation):
+            try:
+                text = clean_text(message.text, self.config.bot.max_message_chars)
+                parsed = commands.parse(text)
+                if parsed is not None:
+                    await commands.dispatch(self, message, reply, *parsed)
+                else:
+                    await self._chat(message, text, reply)
+            except BotError as error:
+                await self._tell(reply, error.user_message)
+            except Exception:
+                ref = secrets.token_hex(3)
+                log.exception("error %s while handling a message in %s", ref, message.conversation)
+                await self._tell(reply, f"Sorry, something broke on our side (ref {ref}); please try again.")
+
+    @asynccontextmanager
+    async def _conversation_turn(self, key: ConversationKey) -> AsyncIterator[None]:
+        # asyncio.Lock wakes waiters first-in first-out, which keeps a conversation in order.
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = _ConversationLock(asyncio.Lock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[key]
+
+    async def _tell(self, reply: Reply, text: str) -> None:
+        try:
+            await reply.error(text)
+        except Exception:
+            log.exception("could not deliver an error message to the user")
+
+    async def _chat(self, message: Message, text: str, reply: Reply) -> None:
+        backend = self.text
+        if backend is None:
+            raise BackendUnavailable("No text model is available right now; /status shows why.")
+        conversation = await self.store.conversation(message.conversation)
+        history = await self.store.history(conversation.id, self.config.bot.history_messages)
+        context = [turn.text for turn in history if turn.role == "user"][:MODERATION_CONTEXT_TURNS]
+        await self._moderate(text, "chat", context)
+
+        await self.store.touch_user(message.user_key, message.author.name)
+        await self.store.add_turn(conversation.id, "user", text, message.user_key, None, message.id or None)
+
+        persona = conversation.persona or self.config.bot.persona
+        prompt = build_prompt(
+            persona,
+            [StoredTurn("user", text), *history],
+            backend.context_tokens - self.config.bot.reply_tokens,
+            backend.count_tokens,
+        )
+        await self._notice_fallback(message, reply)
+        options = TextOptions(max_tokens=self.config.bot.reply_tokens, scope=message.conversation.scope)
+        answer = await reply.stream(self._guarded(backend.stream(prompt, options)))
+        if not answer.strip():
+            raise BackendFailed("The model gave an empty answer; try rephrasing your message.")
+
+        # Learn only after answering, or the bot parrots the message straight back.
+        if isinstance(backend, LearningBackend):
+            await backend.learn([(message.conversation.scope, text)])
+        verdict = await self._moderate(answer, "output", (), raise_on_block=False)
+        if verdict is not None and verdict.blocked:
+            await reply.edit(verdict.message or "I wrote an answer I can't post here; try asking differently.")
+            return
+        await self.store.add_turn(conversation.id, "assistant", answer, None, message.user_key)
+
+    async def _guarded(self, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+        """Pass a backend's chunks through, turning its failures and stalls into a user-facing error."""
+        timeout = self.config.backends.text.timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                async for chunk in chunks:
+                    yield chunk
+        except TimeoutError:
+            raise BackendFailed(f"The model took longer than {timeout:g}s to answer; please try again.") from None
+        except BotError:
+            raise
+        except Exception as error:
+            log.exception("text backend failed")
+            raise BackendFailed() from error
+
+    async def _moderate(
+        self, text: str, kind: Any, context: Any, raise_on_block: bool = True
+    ) -> Any:
+        """Run moderation; refuse when it cannot run, raise RequestRefused when it blocks."""
+        if not self.moderator.enabled:
+            return None
+        if not self.moderator.available:
+            raise ModerationUnavailable()
+        verdict = await self.moderator.check(text, kind, context)
+        if verdict.blocked and raise_on_block:
+            raise RequestRefused(verdict.message or f"I can't help with that ({verdict.category}).")
+        return verdict
+
+    async def _notice_fallback(self, message: Message, reply: Reply) -> None:
+        """Tell each channel once when the text backend in use is a fallback."""
+        status = self.statuses[0]
+        where = f"{message.conversation.scope}:{message.conversation.channel}"
+        if status.uses_fallback and where not in self._fallback_noticed:
+            self._fallback_noticed.add(where)
+            await reply.send(
+                f"Note: the configured text model ({status.configured}) is not available, so the simple "
+                f"offline {status.active} model answers for now; /status has details."
+            )
+
+    # --- what commands need --------------------------------------------------------------
+
+    def status_lines(self) -> list[str]:
+        """The backend, moderation and uptime lines /status shows."""
+        uptime = int(time.time() - self.started_at)
+        return [
+            *(status.describe() for status in self.statuses),
+            self.moderator.describe(),
+            f"up {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
+        ]
+
+    async def forget(self, user_key: str) -> str:
+        """Delete what is stored about a user, unlearn their words, and say what was removed."""
+        texts = await self.store.scoped_texts_by(user_key)
+        if isinstance(self.text, LearningBackend) and texts:
+            await self.text.forget(texts)
+        report = await self.store.forget_user(user_key)
+        return (
+            f"Done: deleted {report.messages} message(s) you wrote or that answered you"
+            f"{', your profile' if report.profile else ''} and any persona you set. "
+            "New messages you send are stored as usual."
+        )

@@ -1,0 +1,75 @@
+"""Schema migrations for the store, applied in order and recorded in PRAGMA user_version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def _v1_core_tables(db: sqlite_utils.Database) -> None:
+    """Conversations, messages, users and settings."""
+    db.execute(
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            persona TEXT,
+            persona_set_by TEXT,
+            created_at REAL NOT NULL,
+            closed_at REAL
+        )"""
+    )
+    # One open conversation per key; /reset closes it and opens the next.
+    db.execute("CREATE UNIQUE INDEX conversations_open_key ON conversations(key) WHERE closed_at IS NULL")
+    db.execute(
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+            role TEXT NOT NULL,
+            text TEXT NOT NULL,
+            author_id TEXT,
+            responding_to TEXT,
+            platform_message_id TEXT,
+            created_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX messages_conversation ON messages(conversation_id, id)")
+    db.execute("CREATE INDEX messages_author ON messages(author_id)")
+    db.execute("CREATE INDEX messages_responding_to ON messages(responding_to)")
+    db.execute(
+        """CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            name TEXT,
+            created_at REAL NOT NULL,
+            opted_out INTEGER NOT NULL DEFAULT 0,
+            strikes INTEGER NOT NULL DEFAULT 0,
+            cooldown_until REAL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE settings (
+            scope TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            set_by TEXT,
+            PRIMARY KEY (scope, key)
+        )"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_core_tables]
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Apply every migration newer than the file's user_version; return the resulting version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the database is at schema version {version}, newer than this Atelier ({len(MIGRATIONS)}); upgrade Atelier"
+        )
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        with db.atomic():
+            step(db)
+            db.execute(f"PRAGMA user_version = {number}")
+    return len(MIGRATIONS)

@@ -1,0 +1,66 @@
+"""Shared fixtures: configs on tmp dirs, a bot on the real markov backend, a bot on a queued backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.memory import MemoryAdapter
+from bot.backends import registry
+from bot.config import Config, parse_config
+from bot.core import Bot
+from bot.store import ConversationStore
+from moderation import Moderator
+from tests.fakes import QueuedTextBackend
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_config(tmp_path: Path, **sections: Any) -> Config:
+    """A config whose files live in tmp_path, on the embedded text backend."""
+    data: dict[str, Any] = {
+        "bot": {"db": str(tmp_path / "atelier.db"), "output_dir": str(tmp_path / "out")},
+        "backends": {"text": {"type": "markov"}},
+    }
+    for name, value in sections.items():
+        data[name] = {**data.get(name, {}), **value}
+    return parse_config(data)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Default test config."""
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+async def markov_bot(config: Config) -> AsyncIterator[Bot]:
+    """A bot as `python -m bot chat` builds it, on the markov backend."""
+    bot = await Bot.start(config)
+    yield bot
+    await bot.close()
+
+
+@pytest.fixture
+def backend() -> QueuedTextBackend:
+    """A text backend whose replies the test queues."""
+    return QueuedTextBackend()
+
+
+@pytest.fixture
+async def bot(config: Config, backend: QueuedTextBackend) -> AsyncIterator[Bot]:
+    """A bot on the queued backend with a real store."""
+    store = await ConversationStore.open(config.bot.db)
+    status = registry.BackendStatus("text", "queued", "queued")
+    instance = Bot(config, store, backend, [status], Moderator())
+    yield instance
+    await instance.close()
+
+
+@pytest.fixture
+def chat(bot: Bot) -> MemoryAdapter:
+    """The in-memory adapter talking to `bot`."""
+    return MemoryAdapter(bot)

@@ -1,0 +1,49 @@
+"""Test doubles that are real implementations of our protocols (no mocks of our own code)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from bot.backends.base import TextOptions
+from bot.messages import Turn
+
+
+class QueuedTextBackend:
+    """A TextBackend whose replies are queued by the test; it records every prompt it was given.
+
+    A reply may be a string (streamed word by word), an Exception (raised mid-stream), or an
+    asyncio.Event (the stream waits on it before answering "released").
+    """
+
+    name = "queued"
+
+    def __init__(self, context_tokens: int = 4096) -> None:
+        self.context_tokens = context_tokens
+        self.replies: list[str | BaseException | asyncio.Event] = []
+        self.prompts: list[list[Turn]] = []
+
+    def queue(self, *replies: str | BaseException | asyncio.Event) -> None:
+        """Add replies, used in order."""
+        self.replies.extend(replies)
+
+    def count_tokens(self, text: str) -> int:
+        """One token per whitespace-separated word."""
+        return len(text.split())
+
+    async def stream(self, turns: Sequence[Turn], options: TextOptions) -> AsyncIterator[str]:
+        """Yield the next queued reply word by word (or echo the prompt when none is queued)."""
+        self.prompts.append(list(turns))
+        reply = self.replies.pop(0) if self.replies else f"echo: {turns[-1].text}"
+        if isinstance(reply, asyncio.Event):
+            await reply.wait()
+            reply = "released"
+        if isinstance(reply, BaseException):
+            yield "partial"
+            raise reply
+        for index, word in enumerate(reply.split(" ")):
+            await asyncio.sleep(0)
+            yield word if index == 0 else " " + word
+
+    async def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,192 @@
+"""The pipeline: ordering, concurrency, failure isolation, history, fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+
+import pytest
+
+from adapters.memory import MemoryAdapter, MemoryReply
+from bot.backends import registry
+from bot.config import Config
+from bot.core import Bot
+from bot.store import ConversationStore
+from moderation import Moderator, Verdict
+from tests.fakes import QueuedTextBackend
+
+
+async def test_reply_is_streamed_and_both_turns_are_stored(chat: MemoryAdapter, bot: Bot, backend: QueuedTextBackend, config: Config) -> None:
+    backend.queue("Hi Alice, nice to meet you")
+    reply = await chat.send("hello there")
+    assert [e.kind for e in reply.events].count("chunk") == 6
+    assert reply.texts == ["Hi Alice, nice to meet you"]
+    with sqlite3.connect(config.bot.db) as db:
+        rows = db.execute("SELECT role, text, author_id, responding_to FROM messages ORDER BY id").fetchall()
+    assert rows == [
+        ("user", "hello there", "memory:alice", None),
+        ("assistant", "Hi Alice, nice to meet you", None, "memory:alice"),
+    ]
+
+
+async def test_history_and_persona_reach_the_model(chat: MemoryAdapter, backend: QueuedTextBackend, config: Config) -> None:
+    backend.queue("first answer", "second answer")
+    await chat.say("my name is Alice")
+    await chat.say("what is my name?")
+    prompt = backend.prompts[-1]
+    assert [(t.role, t.text) for t in prompt] == [
+        ("system", config.bot.persona),
+        ("user", "my name is Alice"),
+        ("assistant", "first answer"),
+        ("user", "what is my name?"),
+    ]
+
+
+async def test_conversations_do_not_share_history(chat: MemoryAdapter, backend: QueuedTextBackend) -> None:
+    await chat.say("secret in c1", conversation="c1")
+    await chat.say("hello from c2", conversation="c2")
+    assert [t.text for t in backend.prompts[-1][1:]] == ["hello from c2"]
+
+
+async def test_messages_in_one_conversation_are_answered_in_order(chat: MemoryAdapter, backend: QueuedTextBackend) -> None:
+    gate = asyncio.Event()
+    backend.queue(gate, "second", "third")
+    replies = [MemoryReply() for _ in range(3)]
+    tasks = [
+        asyncio.create_task(chat.bot.handle(chat.message(text), reply))
+        for text, reply in zip(["one", "two", "three"], replies)
+    ]
+    await asyncio.sleep(0.05)
+    # The first is held by the model; the later ones must wait their turn, not overtake it.
+    assert [r.texts for r in replies] == [[], [], []]
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert [r.texts for r in replies] == [["released"], ["second"], ["third"]]
+    assert [p[-1].text for p in backend.prompts] == ["one", "two", "three"]
+
+
+async def test_a_slow_conversation_does_not_hold_up_another(chat: MemoryAdapter, backend: QueuedTextBackend) -> None:
+    gate = asyncio.Event()
+    backend.queue(gate, "quick answer")
+    slow = asyncio.create_task(chat.send("slow question", conversation="slow"))
+    await asyncio.sleep(0.01)
+    fast = await asyncio.wait_for(chat.say("fast question", conversation="fast"), timeout=2)
+    assert fast == ["quick answer"]
+    assert not slow.done()
+    gate.set()
+    assert (await slow).texts == ["released"]
+
+
+async def test_a_failing_backend_is_answered_briefly_and_others_keep_working(
+    chat: MemoryAdapter, backend: QueuedTextBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend.queue(RuntimeError("CUDA exploded"), "still here")
+    with caplog.at_level(logging.ERROR):
+        broken = await chat.send("break please", conversation="a")
+    assert broken.events[-1].kind == "error"
+    assert "try again" in broken.events[-1].text
+    assert "CUDA" not in broken.events[-1].text and "Traceback" not in broken.events[-1].text
+    assert "CUDA exploded" in caplog.text
+    assert await chat.say("are you ok?", conversation="b") == ["still here"]
+
+
+async def test_unexpected_bug_is_logged_with_a_reference_the_user_can_quote(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    class BrokenStore(ConversationStore):
+        async def history(self, conversation_id: int, limit: int) -> list:  # type: ignore[override]
+            raise KeyError("oops")
+
+    store = await BrokenStore.open(config.bot.db)
+    bot = Bot(config, store, QueuedTextBackend(), [registry.BackendStatus("text", "q", "q")], Moderator())
+    try:
+        with caplog.at_level(logging.ERROR):
+            texts = await MemoryAdapter(bot).say("hello")
+    finally:
+        await bot.close()
+    assert len(texts) == 1 and "(ref " in texts[0]
+    ref = texts[0].split("(ref ")[1].split(")")[0]
+    assert ref in caplog.text
+
+
+async def test_a_stalled_backend_times_out_with_a_clear_message(tmp_path, backend: QueuedTextBackend) -> None:
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, backends={"text": {"type": "markov", "timeout_s": 0.2}})
+    store = await ConversationStore.open(config.bot.db)
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], Moderator())
+    backend.queue(asyncio.Event())  # never set
+    try:
+        texts = await MemoryAdapter(bot).say("hello")
+    finally:
+        await bot.close()
+    assert texts == ["The model took longer than 0.2s to answer; please try again."]
+
+
+async def test_when_moderation_cannot_run_nothing_is_generated(chat: MemoryAdapter, bot: Bot, backend: QueuedTextBackend) -> None:
+    bot.moderator.available = False
+    texts = await chat.say("draw me a cat")
+    assert texts and "Safety checks are not running" in texts[0]
+    assert backend.prompts == []
+
+
+async def test_a_blocked_request_is_refused_and_not_stored(config: Config, backend: QueuedTextBackend) -> None:
+    class Blocking(Moderator):
+        async def check(self, text, kind, context=()):  # type: ignore[no-untyped-def]
+            if "forbidden" in text:
+                return Verdict("block", "fraud", message="I can't help write phishing messages.")
+            return Verdict("allow")
+
+    store = await ConversationStore.open(config.bot.db)
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], Blocking())
+    try:
+        assert await MemoryAdapter(bot).say("something forbidden") == ["I can't help write phishing messages."]
+        assert backend.prompts == []
+        assert await store.count("messages") == 0
+    finally:
+        await bot.close()
+
+
+async def test_fallback_is_announced_once_per_channel(tmp_path) -> None:
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, backends={"text": {"type": "no-such-model", "fallback": {"type": "markov"}}})
+    bot = await Bot.start(config)
+    try:
+        chat = MemoryAdapter(bot)
+        first = await chat.say("hello", conversation="c1")
+        second = await chat.say("hello again", conversation="c1")
+        other = await chat.say("hello", conversation="c2")
+    finally:
+        await bot.close()
+    assert len(first) == 2 and first[0].startswith("Note: the configured text model (no-such-model) is not available")
+    assert len(second) == 1 and len(other) == 2
+
+
+async def test_no_text_backend_at_all_says_why(tmp_path) -> None:
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, backends={"text": {"type": "no-such-model"}})
+    bot = await Bot.start(config)
+    try:
+        texts = await MemoryAdapter(bot).say("hello")
+        status = await MemoryAdapter(bot).say("/status")
+    finally:
+        await bot.close()
+    assert texts == ["No text model is available right now; /status shows why."]
+    assert "text: unavailable (no text backend of type 'no-such-model' is installed)" in status[0]
+
+
+async def test_markov_bot_answers_on_topic_and_learns_per_workspace(markov_bot: Bot) -> None:
+    chat = MemoryAdapter(markov_bot, workspace="w1")
+    reply = await chat.say("do you like jazz music?")
+    assert len(reply) == 1 and reply[0].strip()
+    assert "jazz" in reply[0].lower() or "music" in reply[0].lower()
+    await chat.say("the zorblax quibbles with a flumph")
+    learned = " ".join([(await chat.say("what about the zorblax?"))[0] for _ in range(5)]).lower()
+    assert "quibbles" in learned
+    # Another workspace never hears what was said in this one.
+    elsewhere = MemoryAdapter(markov_bot, workspace="w2")
+    unheard = " ".join([(await elsewhere.say("what about the zorblax?"))[0] for _ in range(5)]).lower()
+    assert "quibbles" not in unheard
