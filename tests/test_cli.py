@@ -1,0 +1,82 @@
+"""The command line: clear one-line errors for misconfiguration, secrets never echoed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import parse_config
+from bot.logs import RedactSecrets, secret_env_names
+
+
+def run_bot(tmp_path: Path, *args: str, config: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD", "SLACK"))}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**clean_env, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_run_with_no_adapter_enabled_says_what_to_do(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, "run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "atelier: no adapter is enabled: set adapters.discord.enabled or adapters.slack.enabled to true "
+        "in config.yaml (or try `python -m bot chat` in this terminal)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "variable"),
+    [
+        ("adapters: {discord: {enabled: true}}", "DISCORD_TOKEN"),
+        ("adapters: {slack: {enabled: true}}", "SLACK_BOT_TOKEN"),
+        ("adapters: {slack: {enabled: true, mode: http, bot_token_env: MY_BOT}}", "MY_BOT"),
+    ],
+)
+def test_run_names_the_missing_secret(tmp_path: Path, config: str, variable: str) -> None:
+    result = run_bot(tmp_path, "run", config=config)
+    assert result.returncode == 2
+    assert f"{variable} is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_slack_http_mode_needs_the_signing_secret(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, "run", config="adapters: {slack: {enabled: true, mode: http}}", env={"SLACK_BOT_TOKEN": "xoxb-123456789"})
+    assert "SLACK_SIGNING_SECRET is not set" in result.stderr
+    assert "xoxb-123456789" not in result.stderr
+
+
+def test_a_config_typo_stops_start_up_with_the_keys_path(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, "chat", config="bot:\n  persnoa: hi\n")
+    assert result.returncode == 2
+    assert "bot.persnoa: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_secrets_are_masked_in_logs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "MTIzNDU2Nzg5.super.secret")
+    config = parse_config({"backends": {"text": {"type": "openai", "api_key_env": "REMOTE_KEY", "fallback": {"type": "markov"}}}})
+    assert "REMOTE_KEY" in secret_env_names(config)
+    logger = logging.getLogger("test.secrets")
+    logger.addFilter(RedactSecrets([os.environ["DISCORD_TOKEN"]]))
+    with caplog.at_level(logging.INFO, logger="test.secrets"):
+        logger.info("connecting with %s", "MTIzNDU2Nzg5.super.secret")
+        try:
+            raise RuntimeError("401 for token MTIzNDU2Nzg5.super.secret")
+        except RuntimeError:
+            logger.exception("login failed")
+    assert "MTIzNDU2Nzg5.super.secret" not in caplog.text
+    assert "connecting with [redacted]" in caplog.text

@@ -1,0 +1,94 @@
+"""`python -m bot chat` as a user or a script drives it: replies, bad input, files, clean exit."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from adapters.console import ConsoleAdapter, ConsoleReply
+from bot.core import Bot
+from bot.messages import Artifact
+
+CONFIG = """
+bot: {{db: {db}, output_dir: {out}}}
+backends: {{text: {{type: markov}}}}
+"""
+
+
+def run_chat(tmp_path: Path, stdin: bytes, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(db=tmp_path / "unused.db", out=tmp_path / "out"))
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "chat", "--config", str(config), "--db", str(tmp_path / "chat.db")],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
+
+
+def test_piped_messages_each_get_a_reply_and_eof_exits_zero(tmp_path: Path) -> None:
+    result = run_chat(tmp_path, b"hello\ntell me about jazz\nwhat a lovely sunset\n")
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 3 and all(line.strip() for line in lines)
+    assert (tmp_path / "chat.db").exists() and not (tmp_path / "unused.db").exists()
+
+
+def test_every_bad_input_gets_one_line_and_the_bot_keeps_going(tmp_path: Path) -> None:
+    bad = [
+        b"",  # empty line
+        b"x" * 100_000,
+        b"\x00\x07\x1b",
+        b"caf\xe9 \xff\xfe",  # Latin-1 bytes: not UTF-8
+        b"/teleport",
+        b"/persona",
+        b"/reset now",
+        b"hello after all that",
+    ]
+    result = run_chat(tmp_path, b"\n".join(bad) + b"\n")
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0
+    assert "Traceback" not in out + err
+    lines = out.splitlines()
+    assert lines[:7] == [
+        "That message was empty; type something to chat, or /help for the commands.",
+        "That message is 100,000 characters long; the limit is 4,000. Shorten it or split it up.",
+        "That message had only control characters; type some text, or /help for the commands.",
+        "That message is not valid UTF-8 text; check your terminal's encoding and send it again.",
+        "Unknown command /teleport; type /help to see the commands.",
+        "The persona here is the default; set one with /persona <description>, e.g. /persona You are a pirate.",
+        "/reset takes no arguments; usage: /reset",
+    ]
+    assert len(lines) == 8 and lines[7].strip()
+
+
+def test_pending_replies_are_printed_before_exit(tmp_path: Path) -> None:
+    messages = [f"message number {i} about music" for i in range(20)]
+    result = run_chat(tmp_path, ("\n".join(messages) + "\n").encode())
+    assert result.returncode == 0
+    assert len(result.stdout.decode().splitlines()) == 20
+
+
+async def test_files_are_saved_under_the_output_folder_and_the_line_names_the_full_path(tmp_path: Path) -> None:
+    out = io.StringIO()
+    reply = ConsoleReply(out, tmp_path / "out", interactive=False)
+    artifact = Artifact(b"\x89PNG fake", "image/png", "../../sneaky name.png")
+    await reply.attach(artifact, "seed 42")
+    await reply.attach(artifact)
+    saved = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in saved] == ["sneaky-name-1.png", "sneaky-name.png"]
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"seed 42 Saved image/png to {(tmp_path / 'out' / 'sneaky-name.png').resolve()}"
+    assert lines[1].endswith(str((tmp_path / "out" / "sneaky-name-1.png").resolve()))
+
+
+async def test_interactive_console_streams_and_greets(markov_bot: Bot, tmp_path: Path) -> None:
+    out = io.StringIO()
+    console = ConsoleAdapter(io.BytesIO(b"hello\n/help\n"), out, tmp_path / "out", interactive=True)
+    await console.run(markov_bot)
+    text = out.getvalue()
+    assert text.startswith("Atelier console. Type a message, /help for commands, Ctrl-D to quit.\n")
+    assert "/forget-me" in text
