@@ -57,6 +57,8 @@ class Bot:
         self.started_at = time.time()
         self._locks: dict[ConversationKey, _ConversationLock] = {}
         self._fallback_noticed: set[str] = set()
+        # Checked once: isinstance against a Protocol is slow enough to show up per message.
+        self._learner = text if isinstance(text, LearningBackend) else None
 
     @classmethod
     async def start(cls, config: Config) -> Bot:
@@ -68,8 +70,8 @@ class Bot:
             _, status = await registry.load(kind, backend_config)  # type: ignore[arg-type]
             statuses.append(status)
         bot = cls(config, store, text, statuses, Moderator(enabled=config.moderation.enabled))
-        if isinstance(text, LearningBackend):
-            await text.learn(await store.recent_user_texts(RELEARN_LIMIT))
+        if bot._learner is not None:
+            await bot._learner.learn(await store.recent_user_texts(RELEARN_LIMIT))
         return bot
 
     async def close(self) -> None:
@@ -144,8 +146,8 @@ class Bot:
             raise BackendFailed("The model gave an empty answer; try rephrasing your message.")
 
         # Learn only after answering, or the bot parrots the message straight back.
-        if isinstance(backend, LearningBackend):
-            await backend.learn([(message.conversation.scope, text)])
+        if self._learner is not None:
+            await self._learner.learn([(message.conversation.scope, text)])
         verdict = await self._moderate(answer, "output", (), raise_on_block=False)
         if verdict is not None and verdict.blocked:
             await reply.edit(verdict.message or "I wrote an answer I can't post here; try asking differently.")
@@ -205,8 +207,8 @@ class Bot:
     async def forget(self, user_key: str) -> str:
         """Delete what is stored about a user, unlearn their words, and say what was removed."""
         texts = await self.store.scoped_texts_by(user_key)
-        if isinstance(self.text, LearningBackend) and texts:
-            await self.text.forget(texts)
+        if self._learner is not None and texts:
+            await self._learner.forget(texts)
         report = await self.store.forget_user(user_key)
         return (
             f"Done: deleted {report.messages} message(s) you wrote or that answered you"

@@ -9,18 +9,20 @@ unlearn a user's words exactly because the chains are plain counts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.resources import files
 
 from bot.backends.base import TextOptions
 from bot.config import BackendConfig
 from bot.messages import Turn
 
+log = logging.getLogger(__name__)
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[.!?,;:]")
 BOUNDARY = "\x00"
 SENTENCE_END = frozenset(".!?")
@@ -134,12 +136,12 @@ class Brain:
 
     @staticmethod
     def _options(layers: tuple[Chains, ...], pick: str, key: object) -> dict[str, int]:
-        if len(layers) == 1:
-            return getattr(layers[0], pick).get(key, {})
-        merged: dict[str, int] = {}
-        for layer in layers:
-            for token, count in getattr(layer, pick).get(key, {}).items():
-                merged[token] = merged.get(token, 0) + count
+        found = [table for layer in layers if (table := getattr(layer, pick).get(key))]
+        if len(found) < 2:
+            return found[0] if found else {}
+        merged = dict(found[0])
+        for token, count in found[1].items():
+            merged[token] = merged.get(token, 0) + count
         return merged
 
     def _walk(self, layers: tuple[Chains, ...], pick: str, context: Context, rng: random.Random) -> tuple[list[str], float]:
@@ -192,7 +194,7 @@ class Brain:
         head = list(reversed(back))
         return [*head, keyword, *tail], surprise + back_surprise
 
-    def reply(self, text: str, scope: str, rng: random.Random, budget_s: float = 0.008, tries: int = 12) -> str:
+    def reply(self, text: str, scope: str, rng: random.Random, budget_s: float = 0.004, tries: int = 8) -> str:
         """The best of several candidates: most keywords covered, then most informative, not too long."""
         keywords = self.keywords(text, scope)
         heard = tokenize(text)
@@ -226,8 +228,8 @@ class MarkovBackend:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-markov")
 
     def count_tokens(self, text: str) -> int:
-        """Words and punctuation marks in `text`."""
-        return len(TOKEN.findall(text.lower()))
+        """Roughly the words in `text`: the chains read only the last message, so an estimate will do."""
+        return text.count(" ") + 1
 
     async def _call(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -243,8 +245,13 @@ class MarkovBackend:
             yield piece if start == 0 else " " + piece
 
     async def learn(self, texts: Sequence[tuple[str, str]]) -> None:
-        """Learn from (scope, text) pairs."""
-        await self._call(self._apply, list(texts), 1)
+        """Learn from (scope, text) pairs, queued behind any reply being generated.
+
+        Not awaited: the brain's single thread runs jobs in order, so the next reply still
+        sees this learning, and the chat does not wait a round trip for it.
+        """
+        future = self._executor.submit(self._apply, list(texts), 1)
+        future.add_done_callback(_log_failure)
 
     async def forget(self, texts: Sequence[tuple[str, str]]) -> None:
         """Unlearn (scope, text) pairs learned before."""
@@ -257,6 +264,11 @@ class MarkovBackend:
     async def close(self) -> None:
         """Stop the backend's thread."""
         self._executor.shutdown(wait=False)
+
+
+def _log_failure(future: Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("markov learning failed", exc_info=future.exception())
 
 
 def starter_corpus() -> str:
