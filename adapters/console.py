@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import re
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -107,10 +108,27 @@ class ConsoleAdapter:
     def _read_lines(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
         # A plain thread: stdin may be a file, a pipe or a TTY, and only blocking reads suit all three.
         try:
-            for raw in iter(self.stdin.readline, b""):
+            for raw in self._lines():
                 loop.call_soon_threadsafe(queue.put_nowait, raw)
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    def _lines(self) -> Iterator[bytes]:
+        try:
+            fd = self.stdin.fileno()
+        except (OSError, ValueError, AttributeError):
+            yield from iter(self.stdin.readline, b"")
+            return
+        # os.read rather than the buffered reader: a thread parked inside the buffered reader
+        # holds its lock, and Ctrl-C would then abort the interpreter at shutdown.
+        pending = b""
+        while chunk := os.read(fd, 65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line + b"\n"
+        if pending:
+            yield pending
 
     async def run(self, bot: Bot) -> None:
         """Feed each input line to the bot; at end of input wait for the replies, then return."""

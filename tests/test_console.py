@@ -92,3 +92,27 @@ async def test_interactive_console_streams_and_greets(markov_bot: Bot, tmp_path:
     text = out.getvalue()
     assert text.startswith("Atelier console. Type a message, /help for commands, Ctrl-D to quit.\n")
     assert "/forget-me" in text
+
+
+def test_ctrl_c_exits_quietly(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(db=tmp_path / "c.db", out=tmp_path / "out"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "chat", "--config", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"hello\n")
+    proc.stdin.flush()
+    proc.stdout.readline()  # answered, and now waiting for more input
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert b"Traceback" not in err and b"Fatal" not in err

@@ -57,3 +57,9 @@ async def test_max_tokens_caps_the_reply() -> None:
         assert len(text.split()) <= 3
     finally:
         await backend.close()
+
+
+def test_names_from_the_corpus_stay_capitalised() -> None:
+    brain = Brain("I am Atelier, a bot.\nAtelier likes cake.\n")
+    assert "atelier" in brain.proper
+    assert detokenize(["i", "am", "atelier", "."], brain.proper) == "I am Atelier."

@@ -47,14 +47,14 @@ def tokenize(text: str) -> list[str]:
     return TOKEN.findall(text.lower())
 
 
-def detokenize(tokens: Sequence[str]) -> str:
-    """Join tokens into a sentence with normal spacing and capitals."""
+def detokenize(tokens: Sequence[str], proper: frozenset[str] = frozenset()) -> str:
+    """Join tokens into a sentence with normal spacing and capitals (`proper` names keep theirs)."""
     out: list[str] = []
     capital = True
     for token in tokens:
         word = token
-        if word == "i" or word.startswith("i'"):
-            word = "I" + word[1:]
+        if word == "i" or word.startswith("i'") or word in proper:
+            word = word[0].upper() + word[1:]
         if capital and word[:1].isalpha():
             word = word[0].upper() + word[1:]
             capital = False
@@ -124,6 +124,8 @@ class Brain:
         for line in corpus.splitlines():
             if line.strip():
                 self.base.add(line)
+        # Words the corpus capitalises mid-sentence are names (Atelier, Monday) and stay capitalised.
+        self.proper = frozenset(word.lower() for word in re.findall(r"(?<=[a-z,] )([A-Z][a-z]+)", corpus))
         self.scopes: dict[str, Chains] = {}
 
     def learn(self, scope: str, text: str, delta: int = 1) -> None:
@@ -212,7 +214,7 @@ class Brain:
                 best = (score, tokens)
             if time.perf_counter() > deadline:
                 break
-        return detokenize(best[1]) if best else "Tell me more."
+        return detokenize(best[1], self.proper) if best else "Tell me more."
 
 
 class MarkovBackend:
