@@ -23,7 +23,7 @@ def make_config(tmp_path: Path, **sections: Any) -> Config:
     """A config whose files live in tmp_path, on the embedded text backend."""
     data: dict[str, Any] = {
         "bot": {"db": str(tmp_path / "atelier.db"), "output_dir": str(tmp_path / "out")},
-        "backends": {"text": {"type": "markov"}},
+        "backends": {"text": {"type": "markov", "options": {"seed": 1}}},
     }
     for name, value in sections.items():
         data[name] = {**data.get(name, {}), **value}

@@ -223,9 +223,11 @@ class MarkovBackend:
     name = "markov"
     context_tokens = 4096
 
-    def __init__(self, brain: Brain, chunk_words: int = 4) -> None:
+    def __init__(self, brain: Brain, chunk_words: int = 4, seed: int | None = None) -> None:
         self.brain = brain
         self.chunk_words = chunk_words
+        # Used only on the brain's thread; a seed makes a whole session reproducible.
+        self._rng = random.Random(seed)
         # One thread owns the brain, so learning and generating never race.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-markov")
 
@@ -239,7 +241,7 @@ class MarkovBackend:
     async def stream(self, turns: Sequence[Turn], options: TextOptions) -> AsyncIterator[str]:
         """Answer the last user turn, yielding a few words at a time."""
         prompt = next((turn.text for turn in reversed(turns) if turn.role == "user"), "")
-        rng = random.Random(options.seed)
+        rng = random.Random(options.seed) if options.seed is not None else self._rng
         text: str = await self._call(self.brain.reply, prompt, options.scope, rng)
         words = text.split(" ")[: max(1, options.max_tokens)]
         for start in range(0, len(words), self.chunk_words):
@@ -279,11 +281,12 @@ def starter_corpus() -> str:
 
 
 async def create(config: BackendConfig) -> MarkovBackend:
-    """Factory for `type: markov`; `options.corpus` may name an extra text file to learn from."""
+    """Factory for `type: markov`; options: `corpus` (an extra text file to learn from), `seed`."""
     corpus = starter_corpus()
     extra = config.options.get("corpus")
     if extra:
         with open(extra, encoding="utf-8") as handle:
             corpus += "\n" + handle.read()
     brain = await asyncio.to_thread(Brain, corpus)
-    return MarkovBackend(brain)
+    seed = config.options.get("seed")
+    return MarkovBackend(brain, seed=int(seed) if seed is not None else None)
