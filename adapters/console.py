@@ -136,6 +136,9 @@ class ConsoleAdapter:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         threading.Thread(target=self._read_lines, args=(loop, queue), name="atelier-stdin", daemon=True).start()
         reply = ConsoleReply(self.stdout, self.output_dir, self.interactive)
+        # Jobs left by an earlier console session report to this one.
+        bot.reply_factories[self.conversation.platform] = lambda job: reply
+        await bot.start_jobs()
         if self.interactive:
             reply._print("Atelier console. Type a message, /help for commands, Ctrl-D to quit.")
         pending: set[asyncio.Task[None]] = set()
@@ -151,6 +154,7 @@ class ConsoleAdapter:
             task.add_done_callback(pending.discard)
         if pending:
             await asyncio.gather(*pending)
+        await bot.jobs.drain()
 
     async def stop(self) -> None:
         """Stop reading input."""

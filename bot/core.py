@@ -6,18 +6,20 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot import commands
+from bot import commands, job_commands  # noqa: F401 - job_commands registers /imagine, /compose, /queue, /cancel
 from bot.backends import registry
 from bot.backends.base import LearningBackend, TextBackend, TextOptions
+from bot.backends.media import ImageBackend, ImageRequest, MusicBackend, MusicRequest, Progress
 from bot.config import Config
 from bot.conversation import build_prompt, clean_text
 from bot.errors import BackendFailed, BackendUnavailable, BotError, ModerationUnavailable, RequestRefused
-from bot.messages import ConversationKey, Message
+from bot.jobs import Job, Runner, Scheduler
+from bot.messages import Artifact, ConversationKey, Message
 from bot.store import ConversationStore, StoredTurn
 from moderation import Moderator
 
@@ -48,12 +50,20 @@ class Bot:
         text: TextBackend | None,
         statuses: list[registry.BackendStatus],
         moderator: Moderator,
+        image: ImageBackend | None = None,
+        music: MusicBackend | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.text = text
+        self.image = image
+        self.music = music
         self.statuses = statuses
         self.moderator = moderator
+        self.jobs = Scheduler(store, config.jobs, self._runners())
+        # Adapters register how to reach a conversation of their platform, for jobs resumed after a restart.
+        self.reply_factories: dict[str, Callable[[Job], Reply | None]] = {}
+        self._jobs_started = False
         self.started_at = time.time()
         self._locks: dict[ConversationKey, _ConversationLock] = {}
         self._fallback_noticed: set[str] = set()
@@ -65,19 +75,51 @@ class Bot:
         """Open the store, load the backends (with fallbacks) and the moderator."""
         store = await ConversationStore.open(config.bot.db)
         text, text_status = await registry.load("text", config.backends.text)
-        statuses = [text_status]
-        for kind, backend_config in (("image", config.backends.image), ("music", config.backends.music)):
-            _, status = await registry.load(kind, backend_config)  # type: ignore[arg-type]
-            statuses.append(status)
-        bot = cls(config, store, text, statuses, Moderator(enabled=config.moderation.enabled))
+        image, image_status = await registry.load("image", config.backends.image)
+        music, music_status = await registry.load("music", config.backends.music)
+        statuses = [text_status, image_status, music_status]
+        moderator = Moderator(enabled=config.moderation.enabled)
+        bot = cls(config, store, text, statuses, moderator, image, music)
         if bot._learner is not None:
             await bot._learner.learn(await store.recent_user_texts(RELEARN_LIMIT))
         return bot
 
+    def _runners(self) -> dict[str, Runner]:
+        runners: dict[str, Runner] = {}
+        if self.image is not None:
+            image = self.image
+
+            async def run_image(job: Job, progress: Progress) -> list[Artifact]:
+                return await image.generate(ImageRequest(**job.params), progress)
+
+            runners["image"] = run_image
+        if self.music is not None:
+            music = self.music
+
+            async def run_music(job: Job, progress: Progress) -> list[Artifact]:
+                return await music.generate(MusicRequest(**job.params), progress)
+
+            runners["music"] = run_music
+        return runners
+
+    async def start_jobs(self) -> None:
+        """Resume jobs left by a previous run and start the job workers (once adapters are registered)."""
+        if self._jobs_started:
+            return
+        self._jobs_started = True
+
+        def reply_for(job: Job) -> Reply | None:
+            factory = self.reply_factories.get(job.conversation.split(":", 1)[0])
+            return factory(job) if factory is not None else None
+
+        await self.jobs.start(reply_for)
+
     async def close(self) -> None:
-        """Release backends and the store."""
-        if self.text is not None:
-            await self.text.close()
+        """Stop the job workers, release backends and the store."""
+        await self.jobs.stop()
+        for backend in (self.text, self.image, self.music):
+            if backend is not None:
+                await backend.close()
         await self.store.close()
 
     # --- the pipeline --------------------------------------------------------------------
@@ -168,6 +210,13 @@ class Bot:
         except Exception as error:
             log.exception("text backend failed")
             raise BackendFailed() from error
+
+    async def moderate_request(self, message: Message, text: str, kind: Any) -> None:
+        """Check a generation request with the user's recent turns in this conversation; raise if refused."""
+        conversation = await self.store.conversation(message.conversation)
+        history = await self.store.history(conversation.id, MODERATION_CONTEXT_TURNS * 2)
+        context = [turn.text for turn in history if turn.role == "user"][:MODERATION_CONTEXT_TURNS]
+        await self._moderate(text, kind, context)
 
     async def _moderate(
         self, text: str, kind: Any, context: Any, raise_on_block: bool = True

@@ -58,7 +58,29 @@ def _v1_core_tables(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_core_tables]
+def _v2_jobs(db: sqlite_utils.Database) -> None:
+    """Generation jobs, so accepted work survives a restart."""
+    db.execute(
+        """CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            message_id TEXT,
+            params TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL
+        )"""
+    )
+    db.execute("CREATE INDEX jobs_status ON jobs(status, created_at)")
+    db.execute("CREATE INDEX jobs_user ON jobs(user_id)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_core_tables, _v2_jobs]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -244,9 +244,26 @@ class ConversationStore:
                 "(SELECT 1 FROM messages WHERE messages.conversation_id = conversations.id)"
             ).rowcount
             profile = self.db.execute("DELETE FROM users WHERE id = ?", [user_key]).rowcount > 0
+            self.db.execute("DELETE FROM jobs WHERE user_id = ?", [user_key])
         self._open.clear()
         self._known_users.pop(user_key, None)
         return ForgetReport(messages, conversations, profile)
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    async def insert_job(self, row: dict[str, Any]) -> None:
+        """Record an accepted job; once this returns it survives a crash."""
+        await self._run(lambda: self.db.table("jobs").insert(row))
+
+    async def update_job(self, job_id: str, **fields: Any) -> None:
+        """Change a job's status, attempts, error or times."""
+        await self._run(lambda: self.db.table("jobs").update(job_id, fields))
+
+    async def unfinished_jobs(self) -> list[dict[str, Any]]:
+        """Jobs that were queued or running when the process stopped, oldest first."""
+        return await self._run(
+            lambda: list(self.db.query("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at"))
+        )
 
     # --- inspection ----------------------------------------------------------------------
 

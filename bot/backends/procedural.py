@@ -1,0 +1,143 @@
+"""`procedural`: the embedded image backend, a compositional pattern-producing network (CPPN) in torch.
+
+A small random MLP maps each pixel's coordinates plus a latent vector to weights over a palette.
+The network comes from the seed, the latent vector from the prompt, and colour words in the prompt
+choose the palette, so (prompt, seed, size) always gives the same picture, and offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import colorsys
+import hashlib
+import re
+
+import numpy as np
+import torch
+
+from bot.backends.media import ImageRequest, Progress
+from bot.backends.provenance import png_bytes, provenance
+from bot.config import BackendConfig
+from bot.messages import Artifact
+
+LATENT = 8
+HIDDEN = 24
+LAYERS = 4
+STEPS = 8
+PALETTE_SIZE = 5
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (200, 30, 40), "crimson": (160, 20, 50), "orange": (240, 130, 30), "yellow": (245, 215, 60),
+    "gold": (212, 175, 55), "green": (50, 150, 70), "teal": (30, 130, 130), "cyan": (60, 200, 220),
+    "blue": (40, 80, 200), "navy": (20, 30, 90), "turquoise": (60, 200, 180), "purple": (120, 50, 160),
+    "violet": (140, 80, 200), "magenta": (200, 40, 160), "pink": (240, 140, 180), "brown": (120, 80, 40),
+    "black": (15, 15, 20), "white": (245, 245, 240), "grey": (128, 128, 128), "gray": (128, 128, 128),
+    "silver": (190, 195, 200), "beige": (225, 210, 180),
+}
+SCENES: dict[str, tuple[str, ...]] = {
+    "sunset": ("orange", "pink", "purple"), "ocean": ("navy", "blue", "turquoise"), "sea": ("navy", "blue", "teal"),
+    "forest": ("green", "brown", "teal"), "night": ("navy", "black", "violet"), "fire": ("red", "orange", "yellow"),
+    "snow": ("white", "silver", "cyan"), "desert": ("beige", "orange", "brown"), "space": ("black", "navy", "violet"),
+    "autumn": ("orange", "brown", "crimson"), "spring": ("pink", "green", "yellow"), "neon": ("magenta", "cyan", "violet"),
+}
+_WORD = re.compile(r"[a-z]+")
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+
+
+def prompt_latent(prompt: str, negative: str) -> torch.Tensor:
+    """A point in latent space for the prompt (the negative prompt pushes away from its own point)."""
+    def point(text: str) -> torch.Tensor:
+        seed = int.from_bytes(_digest(" ".join(_WORD.findall(text.lower())))[:8], "little")
+        return torch.randn(LATENT, generator=torch.Generator().manual_seed(seed))
+    latent = point(prompt)
+    if negative.strip():
+        latent = latent - 0.5 * point(negative)
+    return latent
+
+
+def palette_for(prompt: str, negative: str, seed: int) -> np.ndarray:
+    """PALETTE_SIZE colours: named colours and scenes first, then a harmony around a hashed hue."""
+    banned = set(_WORD.findall(negative.lower()))
+    names: list[str] = []
+    for word in _WORD.findall(prompt.lower()):
+        for name in (word,) if word in COLOURS else SCENES.get(word, ()):
+            if name not in banned and name not in names:
+                names.append(name)
+    colours = [np.array(COLOURS[name], dtype=np.float32) / 255.0 for name in names[:PALETTE_SIZE]]
+    rng = np.random.default_rng(int.from_bytes(_digest(prompt, str(seed))[:8], "little"))
+    base = rng.random()
+    while len(colours) < PALETTE_SIZE:
+        if names:  # tints and shades of the named colours keep the prompt's mood
+            source = colours[len(colours) % len(names)]
+            colours.append(np.clip(source * rng.uniform(0.4, 1.3) + rng.normal(0, 0.05, 3), 0, 1).astype(np.float32))
+        else:
+            hue = (base + rng.choice([0.0, 0.08, 0.5, 0.58, 0.33]) + rng.normal(0, 0.02)) % 1.0
+            rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.4, 0.9), rng.uniform(0.3, 1.0))
+            colours.append(np.array(rgb, dtype=np.float32))
+    return np.stack(colours)
+
+
+class CPPN:
+    """The network for one seed: coordinates + latent → palette weights."""
+
+    def __init__(self, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        sizes = [3 + LATENT] + [HIDDEN] * LAYERS
+        self.weights = [torch.randn(a, b, generator=generator) * (1.6 / a**0.5) for a, b in zip(sizes, sizes[1:])]
+        self.out = torch.randn(HIDDEN, PALETTE_SIZE, generator=generator) * 1.8
+        self.sharpness = 1.5 + 3.0 * float(torch.rand(1, generator=generator))
+
+    def weights_for(self, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """Softmax palette weights for N×3 coordinates (x, y, r)."""
+        hidden = torch.cat([coords, latent.expand(coords.shape[0], LATENT)], dim=1)
+        for index, weight in enumerate(self.weights):
+            hidden = hidden @ weight
+            # Alternating sine and tanh gives both stripes and soft blobs.
+            hidden = torch.sin(hidden) if index % 2 == 0 else torch.tanh(hidden)
+        return torch.softmax(hidden @ self.out * self.sharpness, dim=1)
+
+
+def render(request: ImageRequest, index: int, progress: Progress) -> Artifact:
+    """Draw picture `index` of a request, reporting STEPS progress steps."""
+    seed = request.seed + index
+    network = CPPN(seed)
+    latent = prompt_latent(request.prompt, request.negative)
+    palette = torch.from_numpy(palette_for(request.prompt, request.negative, seed))
+    scale = max(request.width, request.height)
+    xs = (torch.arange(request.width, dtype=torch.float32) * 2 - request.width + 1) / scale
+    ys = (torch.arange(request.height, dtype=torch.float32) * 2 - request.height + 1) / scale
+    pixels = np.empty((request.height, request.width, 3), dtype=np.uint8)
+    rows = -(-request.height // STEPS)
+    with torch.inference_mode():
+        for step in range(STEPS):
+            band = ys[step * rows : (step + 1) * rows]
+            if len(band) == 0:
+                continue
+            grid_y, grid_x = torch.meshgrid(band, xs, indexing="ij")
+            coords = torch.stack([grid_x, grid_y, torch.sqrt(grid_x**2 + grid_y**2)], dim=-1).reshape(-1, 3)
+            colour = network.weights_for(coords * 2.0, latent) @ palette
+            pixels[step * rows : step * rows + len(band)] = (colour.reshape(len(band), request.width, 3) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+            done = (index * STEPS + step + 1) / (request.n * STEPS)
+            progress(done, f"image {index + 1}/{request.n}, step {step + 1}/{STEPS}")
+    metadata = provenance(request.prompt, seed, "procedural", negative=request.negative, size=f"{request.width}x{request.height}")
+    return Artifact(png_bytes(pixels, metadata), "image/png", f"atelier-{seed}.png", metadata)
+
+
+class ProceduralBackend:
+    """The `procedural` ImageBackend."""
+
+    name = "procedural"
+
+    async def generate(self, request: ImageRequest, progress: Progress) -> list[Artifact]:
+        """Render `request.n` pictures in a worker thread."""
+        return await asyncio.to_thread(lambda: [render(request, i, progress) for i in range(request.n)])
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+async def create(config: BackendConfig) -> ProceduralBackend:
+    """Factory for `type: procedural`."""
+    return ProceduralBackend()

@@ -1,0 +1,92 @@
+"""Parsing /imagine and /compose arguments into requests, with one-line explanations for bad ones."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from bot.errors import UserInputError
+
+MAX_SEED = 2**32 - 1
+IMAGINE_OPTIONS = ("--seed", "--size", "--n", "--negative")
+COMPOSE_OPTIONS = ("--duration", "--seed", "--tempo")
+_SIZE = re.compile(r"^(\d+)[xX×](\d+)$")
+
+
+def split_options(command: str, args: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """Separate the prompt words from `--option value` pairs (also `--option=value`)."""
+    try:
+        words = shlex.split(args)
+    except ValueError:
+        raise UserInputError(f"A quote is not closed in your /{command} request; close it or leave quotes out.") from None
+    prompt: list[str] = []
+    options: dict[str, str] = {}
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word.startswith("--") and len(word) > 2:
+            name, _, value = word.partition("=")
+            if name not in allowed:
+                raise UserInputError(f"Unknown option {name} for /{command}; options: {', '.join(allowed)}.")
+            if not value:
+                index += 1
+                if index >= len(words):
+                    raise UserInputError(f"{name} needs a value, e.g. {name} {_example(name)}.")
+                value = words[index]
+            options[name] = value
+        else:
+            prompt.append(word)
+        index += 1
+    return " ".join(prompt).strip(), options
+
+
+def _example(name: str) -> str:
+    return {"--seed": "42", "--size": "512x512", "--n": "2", "--negative": '"blurry"', "--duration": "10", "--tempo": "120"}[name]
+
+
+def _number(name: str, value: str, low: float, high: float, convert: Callable[[str], float] = int) -> Any:
+    try:
+        number = convert(value)
+    except ValueError:
+        raise UserInputError(f"{name} must be a number from {low:g} to {high:g}; got {value!r}.") from None
+    if not low <= number <= high:
+        raise UserInputError(f"{name} must be from {low:g} to {high:g}; got {value}.")
+    return number
+
+
+def _seed(options: dict[str, str]) -> int:
+    if "--seed" in options:
+        return int(_number("--seed", options["--seed"], 0, MAX_SEED))
+    return secrets.randbelow(MAX_SEED + 1)  # a re-roll: a fresh seed every time one is not given
+
+
+def imagine_params(args: str) -> dict[str, Any]:
+    """Parameters of an ImageRequest from `/imagine <prompt> [--seed N] [--size WxH] [--n K] [--negative TEXT]`."""
+    prompt, options = split_options("imagine", args, IMAGINE_OPTIONS)
+    if not prompt:
+        raise UserInputError("Describe the picture after /imagine, e.g. /imagine a red fox in the snow.")
+    width = height = 512
+    if "--size" in options:
+        match = _SIZE.match(options["--size"])
+        if match is None:
+            raise UserInputError(f"--size must look like 512x512 (width x height); got {options['--size']!r}.")
+        width, height = int(match.group(1)), int(match.group(2))
+        for side in (width, height):
+            if not 64 <= side <= 1024 or side % 8:
+                raise UserInputError(f"--size sides must be 64 to 1024 and multiples of 8; got {width}x{height}.")
+    n = int(_number("--n", options.get("--n", "1"), 1, 4))
+    return {"prompt": prompt, "seed": _seed(options), "width": width, "height": height, "n": n,
+            "negative": options.get("--negative", "").strip()}
+
+
+def compose_params(args: str) -> dict[str, Any]:
+    """Parameters of a MusicRequest from `/compose <prompt> [--duration S] [--seed N] [--tempo BPM]`."""
+    prompt, options = split_options("compose", args, COMPOSE_OPTIONS)
+    if not prompt:
+        raise UserInputError("Describe the music after /compose, e.g. /compose calm piano for a rainy day.")
+    duration = float(_number("--duration", options.get("--duration", "10"), 1, 30, float))
+    tempo = int(_number("--tempo", options["--tempo"], 40, 240)) if "--tempo" in options else None
+    return {"prompt": prompt, "seed": _seed(options), "duration_s": duration, "tempo": tempo}

@@ -1,0 +1,316 @@
+"""Scheduler: one fair queue per backend kind, slots, per-user caps, progress, cancel, timeouts, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from bot.backends.media import JobCancelled, Progress
+from bot.config import JobsSection
+from bot.errors import BotError, UserInputError
+from bot.fairqueue import FairQueue
+from bot.messages import Artifact
+from bot.store import ConversationStore
+
+if TYPE_CHECKING:
+    from adapters.base import Reply
+
+log = logging.getLogger(__name__)
+
+JobKind = Literal["image", "music"]
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+Runner = Callable[["Job", Progress], Awaitable[list[Artifact]]]
+ReplyFor = Callable[["Job"], "Reply | None"]
+# A job that was running when the process died is started at most this many times in all.
+MAX_ATTEMPTS = 2
+# Progress reaches the user at most this often (the first update always goes out).
+PROGRESS_INTERVAL_S = 0.5
+# How long a cancelled or timed-out backend gets to stop at its next progress step.
+STOP_GRACE_S = 1.0
+
+
+class QueueFull(BotError):
+    """The global queue bound or the user's pending cap was reached."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One generation request in the scheduler."""
+
+    id: str
+    kind: JobKind
+    user: str
+    conversation: str
+    params: dict[str, Any]
+    message_id: str | None = None
+    status: JobStatus = "queued"
+    progress: float = 0.0
+    note: str = ""
+    result: list[Artifact] = field(default_factory=list)
+    error: str | None = None
+    attempts: int = 0
+    created_at: float = field(default_factory=time.time)
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    cancelled_by: str | None = None
+
+    @property
+    def summary(self) -> str:
+        """The prompt, shortened for lists."""
+        prompt = str(self.params.get("prompt", ""))
+        return prompt if len(prompt) <= 40 else prompt[:39] + "…"
+
+    def row(self) -> dict[str, Any]:
+        """The job as a jobs-table row."""
+        return {
+            "id": self.id, "kind": self.kind, "user_id": self.user, "conversation": self.conversation,
+            "message_id": self.message_id, "params": json.dumps(self.params), "status": self.status,
+            "attempts": self.attempts, "error": self.error, "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        """Rebuild a job from its stored row."""
+        return cls(
+            row["id"], row["kind"], row["user_id"], row["conversation"], json.loads(row["params"]),
+            row["message_id"], row["status"], attempts=row["attempts"], created_at=row["created_at"],
+        )
+
+
+class Scheduler:
+    """Runs image and music jobs fairly within each backend's slots; nothing is dropped silently."""
+
+    def __init__(self, store: ConversationStore, config: JobsSection, runners: dict[str, Runner]) -> None:
+        self.store = store
+        self.config = config
+        self.runners = runners
+        self._queues: dict[str, FairQueue[Job]] = {kind: FairQueue() for kind in runners}
+        # One release per enqueued job; a worker takes one, then pops (a cancelled job leaves a spare).
+        self._ready: dict[str, asyncio.Semaphore] = {kind: asyncio.Semaphore(0) for kind in runners}
+        self._active: dict[str, Job] = {}
+        self._replies: dict[str, Reply] = {}
+        self._cancel_events: dict[str, asyncio.Event] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._workers: list[asyncio.Task[None]] = []
+
+    def slots(self, kind: str) -> int:
+        """Concurrent jobs allowed for a kind: the backend's capacity."""
+        return self.config.image.slots if kind == "image" else self.config.music.slots
+
+    def timeout(self, kind: str) -> float:
+        """Seconds a job of this kind may run."""
+        return self.config.image.timeout_s if kind == "image" else self.config.music.timeout_s
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, reply_for: ReplyFor) -> None:
+        """Resume jobs left by a previous run, then start the workers."""
+        for row in await self.store.unfinished_jobs():
+            job = Job.from_row(row)
+            await self._recover(job, reply_for(job))
+        for kind in self.runners:
+            for slot in range(self.slots(kind)):
+                worker = asyncio.create_task(self._work(kind), name=f"jobs-{kind}-slot-{slot}")
+                self._workers.append(worker)
+
+    async def _recover(self, job: Job, reply: Reply | None) -> None:
+        if reply is not None:
+            self._replies[job.id] = reply
+        if job.kind not in self.runners or (job.status == "running" and job.attempts >= MAX_ATTEMPTS):
+            reason = "the bot restarted while it was running, twice" if job.kind in self.runners else f"no {job.kind} generator is available now"
+            job.status, job.error = "failed", reason
+            await self.store.update_job(job.id, status="failed", error=reason, finished_at=time.time())
+            await self._notify(job, "error", f"Your {job.kind} job {job.id} ({job.summary}) failed: {reason}. Please send it again.")
+            self._replies.pop(job.id, None)
+            return
+        was_running = job.status == "running"
+        job.status = "queued"
+        await self.store.update_job(job.id, status="queued")
+        self._enqueue(job)
+        verb = "Retrying" if was_running else "Resuming"
+        await self._notify(job, "send", f"{verb} your {job.kind} job {job.id} after a restart (position {self.position(job)}).")
+
+    async def stop(self) -> None:
+        """Stop the workers; running jobs are left as they are in the store and resume next start."""
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+
+    async def drain(self) -> None:
+        """Wait until no job is queued or running."""
+        await self._idle.wait()
+
+    # --- submitting and inspecting ---------------------------------------------------------
+
+    async def submit(self, kind: JobKind, user: str, conversation: str, message_id: str | None,
+                     params: dict[str, Any], reply: Reply) -> Job:
+        """Accept a job (persisted before this returns) or refuse it with the reason."""
+        mine = [job for job in self._active.values() if job.user == user]
+        if len(mine) >= self.config.per_user_pending:
+            ids = ", ".join(job.id for job in mine)
+            raise QueueFull(
+                f"You already have {len(mine)} jobs waiting or running ({ids}); "
+                "wait for one to finish or /cancel one."
+            )
+        queued = sum(len(queue) for queue in self._queues.values())
+        if queued >= self.config.queue_limit:
+            raise QueueFull(f"The queue is full ({queued} jobs waiting); please try again in a few minutes.")
+        job = Job(secrets.token_hex(4), kind, user, conversation, params, message_id)
+        await self.store.insert_job(job.row())
+        self._replies[job.id] = reply
+        self._enqueue(job)
+        return job
+
+    def _enqueue(self, job: Job) -> None:
+        self._active[job.id] = job
+        self._idle.clear()
+        self._queues[job.kind].push(job)
+        self._ready[job.kind].release()
+
+    def position(self, job: Job) -> int:
+        """1-based place among the jobs waiting for a free slot; 0 once running or about to start."""
+        if job.status != "queued":
+            return 0
+        running = sum(1 for other in self._active.values() if other.kind == job.kind and other.status == "running")
+        return max(0, self._queues[job.kind].position(job) - (self.slots(job.kind) - running))
+
+    def jobs_of(self, user: str | None = None) -> list[Job]:
+        """Queued and running jobs, oldest first (all users when `user` is None)."""
+        jobs = [job for job in self._active.values() if user is None or job.user == user]
+        return sorted(jobs, key=lambda job: job.created_at)
+
+    async def cancel(self, job_id: str | None, user: str, is_admin: bool) -> Job:
+        """Cancel a queued job at once, or a running one at its backend's next step (within a second)."""
+        if job_id is None:
+            mine = self.jobs_of(user)
+            if not mine:
+                raise UserInputError("You have no queued or running jobs to cancel.")
+            job = mine[-1]
+        else:
+            found = self._active.get(job_id.strip().lower())
+            if found is None:
+                raise UserInputError(f"No job {job_id} is queued or running; /queue lists yours.")
+            job = found
+        if job.user != user and not is_admin:
+            raise UserInputError(f"Job {job.id} is someone else's; only they or an admin can cancel it.")
+        job.cancelled_by = user
+        job.stop.set()
+        if job.status == "queued" and self._queues[job.kind].remove(job):
+            await self._finish(job, "cancelled")
+        else:
+            event = self._cancel_events.get(job.id)
+            if event is not None:
+                event.set()
+        return job
+
+    # --- running -------------------------------------------------------------------------
+
+    async def _work(self, kind: str) -> None:
+        ready = self._ready[kind]
+        queue = self._queues[kind]
+        while True:
+            await ready.acquire()
+            job = queue.pop()
+            if job is not None:
+                try:
+                    await self._run(job)
+                except Exception:  # the worker must outlive any one job
+                    log.exception("job %s crashed its worker", job.id)
+
+    async def _run(self, job: Job) -> None:
+        job.status = "running"
+        job.attempts += 1
+        await self.store.update_job(job.id, status="running", attempts=job.attempts, started_at=time.time())
+        notices: list[Future[None]] = []
+        cancel = self._cancel_events[job.id] = asyncio.Event()
+        task = asyncio.create_task(self.runners[job.kind](job, self._progress(job, notices)), name=f"job-{job.id}")
+        waiter = asyncio.create_task(cancel.wait(), name=f"job-{job.id}-cancel")
+        timeout = self.timeout(job.kind)
+        await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        timed_out = not task.done() and not cancel.is_set()
+        if not task.done():
+            job.stop.set()  # the backend stops at its next progress step
+            await asyncio.wait({task}, timeout=STOP_GRACE_S)
+            task.cancel()
+        try:
+            job.result = await task
+        except (JobCancelled, asyncio.CancelledError):
+            pass
+        except BotError as error:
+            job.error = error.user_message
+        except Exception as error:
+            log.exception("%s job %s failed", job.kind, job.id)
+            job.error = f"the {job.kind} generator failed ({error.__class__.__name__})"
+        finally:
+            self._cancel_events.pop(job.id, None)
+        for notice in notices:
+            await asyncio.wrap_future(notice)
+        if job.cancelled_by is not None:
+            await self._finish(job, "cancelled")
+        elif timed_out:
+            job.error = f"it took longer than {timeout:g}s"
+            await self._finish(job, "failed")
+        elif job.error is not None or not job.result:
+            job.error = job.error or "the generator returned nothing"
+            await self._finish(job, "failed")
+        else:
+            await self._finish(job, "done")
+
+    def _progress(self, job: Job, notices: list[Future[None]]) -> Progress:
+        loop = asyncio.get_running_loop()
+        last = [0.0]
+
+        def progress(fraction: float, note: str = "") -> None:
+            if job.stop.is_set():
+                raise JobCancelled(job.id)
+            job.progress, job.note = fraction, note
+            now = time.monotonic()
+            reply = self._replies.get(job.id)
+            if reply is not None and (now - last[0] >= PROGRESS_INTERVAL_S or last[0] == 0.0):
+                last[0] = now
+                notices.append(asyncio.run_coroutine_threadsafe(self._safe(reply.progress(fraction, note)), loop))
+
+        return progress
+
+    async def _finish(self, job: Job, status: JobStatus) -> None:
+        job.status = status
+        await self.store.update_job(job.id, status=status, error=job.error, finished_at=time.time())
+        self._active.pop(job.id, None)
+        if status == "done":
+            for artifact in job.result:
+                await self._notify(job, "attach", artifact)
+        elif status == "cancelled":
+            await self._notify(job, "send", f"Cancelled {job.kind} job {job.id}.")
+        else:
+            await self._notify(job, "error", f"Your {job.kind} job {job.id} failed: {job.error}. Try again, or /status for details.")
+        self._replies.pop(job.id, None)
+        if not self._active:
+            self._idle.set()
+
+    async def _notify(self, job: Job, how: str, payload: Any) -> None:
+        reply = self._replies.get(job.id)
+        if reply is None:
+            log.info("no way to tell the user about job %s (%s)", job.id, how)
+            return
+        if how == "attach":
+            seed = payload.metadata.get("seed", job.params.get("seed"))
+            await self._safe(reply.attach(payload, f"[{job.id} · seed {seed}]"))
+        else:
+            await self._safe(getattr(reply, how)(payload))
+
+    @staticmethod
+    async def _safe(call: Awaitable[None]) -> None:
+        try:
+            await call
+        except Exception:
+            log.exception("could not deliver a job update")
