@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import os
 import re
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -36,14 +37,26 @@ def save_artifact(artifact: Artifact, folder: Path) -> Path:
 class ConsoleReply:
     """Replies printed to a terminal (streamed as they come) or a pipe (one block per reply)."""
 
-    def __init__(self, out: TextIO, output_dir: Path, interactive: bool) -> None:
+    def __init__(self, out: TextIO, output_dir: Path, interactive: bool, on_closed: Callable[[], None] = lambda: None) -> None:
         self.out = out
         self.output_dir = output_dir
         self.interactive = interactive
+        self.on_closed = on_closed
+        self.closed = False
+
+    def _write(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly instead of answering into the void.
+            self.closed = True
+            self.on_closed()
 
     def _print(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        self._write(text + "\n")
 
     async def send(self, text: str) -> None:
         """Print a message."""
@@ -56,8 +69,7 @@ class ConsoleReply:
             async for chunk in chunks:
                 parts.append(chunk)
                 if self.interactive:
-                    self.out.write(chunk)
-                    self.out.flush()
+                    self._write(chunk)
         finally:
             if self.interactive and parts:
                 self._print("")
@@ -100,8 +112,12 @@ class ConsoleAdapter:
         self.stdout = stdout or sys.stdout
         self.output_dir = Path(output_dir)
         self.interactive = self.stdin.isatty() if interactive is None else interactive
-        self._stopping = asyncio.Event()
-        user = getpass.getuser() or "you"
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._stopping = False
+        try:
+            user = getpass.getuser() or "you"
+        except (KeyError, OSError):  # a container user with no passwd entry
+            user = "you"
         self.author = Author(id=user, name=user, is_admin=True)
         self.conversation = ConversationKey("console", "local", "console", uuid.uuid4().hex[:12])
 
@@ -133,18 +149,18 @@ class ConsoleAdapter:
     async def run(self, bot: Bot) -> None:
         """Feed each input line to the bot; at end of input wait for the replies, then return."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        queue = self._queue
         threading.Thread(target=self._read_lines, args=(loop, queue), name="atelier-stdin", daemon=True).start()
-        reply = ConsoleReply(self.stdout, self.output_dir, self.interactive)
+        reply = ConsoleReply(self.stdout, self.output_dir, self.interactive, on_closed=self._output_closed)
         # Jobs left by an earlier console session report to this one.
         bot.reply_factories[self.conversation.platform] = lambda job: reply
         await bot.start_jobs()
         if self.interactive:
             reply._print("Atelier console. Type a message, /help for commands, Ctrl-D to quit.")
         pending: set[asyncio.Task[None]] = set()
-        while not self._stopping.is_set():
+        while not self._stopping:
             raw = await queue.get()
-            if raw is None:
+            if raw is None or self._stopping:
                 break
             # Bad bytes become lone surrogates, which the core recognises and explains.
             text = raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
@@ -156,6 +172,15 @@ class ConsoleAdapter:
             await asyncio.gather(*pending)
         await bot.jobs.drain()
 
+    def _output_closed(self) -> None:
+        self._stopping = True
+        self._queue.put_nowait(None)
+        try:  # later writes, even the interpreter's own flush at exit, must not raise again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+
     async def stop(self) -> None:
-        """Stop reading input."""
-        self._stopping.set()
+        """Stop taking input; replies already under way still finish."""
+        self._stopping = True
+        self._queue.put_nowait(None)

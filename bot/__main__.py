@@ -7,9 +7,13 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import Config, ConfigError, load_config, require_secret
 from bot.logs import setup_logging
+
+if TYPE_CHECKING:
+    from bot.core import Bot
 
 EXIT_CONFIG = 2
 
@@ -25,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text, description=text)
         command.add_argument("--config", metavar="PATH", help="config.yaml to use (default: ./config.yaml if present)")
         command.add_argument("--db", metavar="PATH", help="SQLite file, overriding bot.db")
-        command.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default) or ERROR")
+        command.add_argument(
+            "--log-level", default=None, type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="how much to log on standard error (default WARNING; INFO for run)",
+        )
         if name == "chat":
             command.add_argument("--output-dir", metavar="DIR", help="where generated files go, overriding bot.output_dir")
         if name == "serve":
@@ -44,11 +51,24 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
-async def _chat(config: Config) -> None:
-    from adapters.console import ConsoleAdapter
+async def _start_bot(config: Config) -> Bot:
+    """Start the core, turning a store that cannot be opened into a one-line config error."""
+    import sqlite3
+
     from bot.core import Bot
 
-    bot = await Bot.start(config)
+    try:
+        return await Bot.start(config)
+    except (sqlite3.Error, OSError, RuntimeError) as error:
+        raise ConfigError(
+            f"cannot open the store {config.bot.db} ({error}); check bot.db or --db names a writable SQLite file."
+        ) from None
+
+
+async def _chat(config: Config) -> None:
+    from adapters.console import ConsoleAdapter
+
+    bot = await _start_bot(config)
     try:
         await ConsoleAdapter(output_dir=config.bot.output_dir).run(bot)
     finally:

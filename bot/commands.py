@@ -34,7 +34,9 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, usage: str, summary: str, *, takes_args: bool = False, admin_in_channels: bool = False):
+def command(
+    name: str, usage: str, summary: str, *, takes_args: bool = False, admin_in_channels: bool = False
+) -> Callable[[Handler], Handler]:
     """Register a handler in the command table."""
 
     def register(handler: Handler) -> Handler:
@@ -67,9 +69,10 @@ async def dispatch(bot: Bot, message: Message, reply: Reply, name: str, args: st
 @command("help", "/help [command]", "list the commands, or explain one", takes_args=True)
 async def _help(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     if args:
-        entry = COMMANDS.get(args.lstrip("/").lower())
+        name = args.split()[0].lstrip("/").lower()
+        entry = COMMANDS.get(name)
         if entry is None:
-            raise UnknownCommand(args.lstrip("/"))
+            raise UnknownCommand(name)
         await reply.send(f"{entry.usage} — {entry.summary}")
         return
     lines = ["Talk to me in plain words, or use a command:"]
@@ -101,6 +104,8 @@ async def _persona(bot: Bot, message: Message, reply: Reply, args: str) -> None:
         await bot.store.set_persona(message.conversation, None, message.user_key)
         await reply.send("Back to the default persona in this conversation.")
         return
+    # A persona steers every later answer, so it is checked like a request.
+    await bot.moderate_request(message, args, "chat")
     await bot.store.set_persona(message.conversation, args, message.user_key)
     await reply.send(f'Persona set for this conversation: "{args}"')
 

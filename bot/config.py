@@ -21,7 +21,8 @@ DEFAULT_PERSONA = (
 class Strict(BaseModel):
     """Base for every config section: unknown keys are an error, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unquoted Discord/Slack ids in YAML are numbers; accept them where a string is expected.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class BotSection(Strict):

@@ -11,7 +11,9 @@ from bot.store import StoredTurn
 
 # Chat templates wrap each turn in a few tokens of markup; count them so the budget holds.
 TURN_OVERHEAD_TOKENS = 4
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+# Joiners (U+200C/D) and direction marks (U+200E/F, U+202A-E) are real text in Persian, Arabic,
+# Hindi and emoji sequences, so they stay; moderation's normaliser strips them for its own judging.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2028\u2029\u2060-\u2064\ufeff]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 

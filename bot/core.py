@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# How many stored user turns a learning backend re-reads at start-up.
-RELEARN_LIMIT = 20_000
 # How many of the user's recent turns moderation sees with a new request.
 MODERATION_CONTEXT_TURNS = 3
 
@@ -81,7 +79,7 @@ class Bot:
         moderator = Moderator(enabled=config.moderation.enabled)
         bot = cls(config, store, text, statuses, moderator, image, music)
         if bot._learner is not None:
-            await bot._learner.learn(await store.recent_user_texts(RELEARN_LIMIT))
+            await bot._learner.learn(await store.learned_texts())
         return bot
 
     def _runners(self) -> dict[str, Runner]:
@@ -172,7 +170,7 @@ class Bot:
         await self._moderate(text, "chat", context)
 
         await self.store.touch_user(message.user_key, message.author.name)
-        await self.store.add_turn(conversation.id, "user", text, message.user_key, None, message.id or None)
+        turn_id = await self.store.add_turn(conversation.id, "user", text, message.user_key, None, message.id or None)
 
         persona = conversation.persona or self.config.bot.persona
         prompt = build_prompt(
@@ -187,29 +185,48 @@ class Bot:
         if not answer.strip():
             raise BackendFailed("The model gave an empty answer; try rephrasing your message.")
 
-        # Learn only after answering, or the bot parrots the message straight back.
+        # Learn only after answering, or the bot parrots the message straight back. The store
+        # flags what was learned, so /forget-me unlearns exactly that and nothing of anyone else's.
+        learned_id = None
         if self._learner is not None:
             await self._learner.learn([(message.conversation.scope, text)])
+            learned_id = turn_id
         verdict = await self._moderate(answer, "output", (), raise_on_block=False)
         if verdict is not None and verdict.blocked:
+            if learned_id is not None:
+                await self.store.mark_learned(learned_id)
             await reply.edit(verdict.message or "I wrote an answer I can't post here; try asking differently.")
             return
-        await self.store.add_turn(conversation.id, "assistant", answer, None, message.user_key)
+        await self.store.add_turn(conversation.id, "assistant", answer, None, message.user_key, learned_id=learned_id)
 
     async def _guarded(self, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
-        """Pass a backend's chunks through, turning its failures and stalls into a user-facing error."""
+        """Pass a backend's chunks through, turning its failures and stalls into a user-facing error.
+
+        The deadline covers only the waits on the backend, never the adapter's own pacing
+        between chunks (that happens while this generator is suspended at `yield`).
+        """
         timeout = self.config.backends.text.timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout
+        iterator = chunks.__aiter__()
         try:
-            async with asyncio.timeout(timeout):
-                async for chunk in chunks:
-                    yield chunk
-        except TimeoutError:
-            raise BackendFailed(f"The model took longer than {timeout:g}s to answer; please try again.") from None
-        except BotError:
-            raise
-        except Exception as error:
-            log.exception("text backend failed")
-            raise BackendFailed() from error
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise BackendFailed(f"The model took longer than {timeout:g}s to answer; please try again.") from None
+                except BotError:
+                    raise
+                except Exception as error:
+                    log.exception("text backend failed")
+                    raise BackendFailed() from error
+                yield chunk
+        finally:
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                await closer()
 
     async def moderate_request(self, message: Message, text: str, kind: Any) -> None:
         """Check a generation request with the user's recent turns in this conversation; raise if refused."""
@@ -255,7 +272,7 @@ class Bot:
 
     async def forget(self, user_key: str) -> str:
         """Delete what is stored about a user, unlearn their words, and say what was removed."""
-        texts = await self.store.scoped_texts_by(user_key)
+        texts = await self.store.learned_texts_by(user_key)
         if self._learner is not None and texts:
             await self._learner.forget(texts)
         report = await self.store.forget_user(user_key)

@@ -23,7 +23,8 @@ class UnknownCommand(UserInputError):
     """A /command that is not in the command table."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"Unknown command /{name}; type /help to see the commands.")
+        shown = name if len(name) <= 40 else name[:39] + "…"
+        super().__init__(f"Unknown command /{shown}; type /help to see the commands.")
         self.name = name
 
 

@@ -44,8 +44,11 @@ class ConversationKey:
 
     @property
     def scope(self) -> str:
-        """The server/workspace this conversation belongs to (learning and settings are per scope)."""
-        return f"{self.platform}:{self.workspace}"
+        """The server/workspace this conversation belongs to (learning and settings are per scope).
+
+        A DM (no workspace) is its own scope, so one person's DM wording never reaches another.
+        """
+        return f"{self.platform}:{self.workspace}" if self.workspace else f"{self.platform}:dm:{self.channel}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,7 +80,12 @@ def _v2_jobs(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX jobs_user ON jobs(user_id)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_core_tables, _v2_jobs]
+def _v3_learned_flag(db: sqlite_utils.Database) -> None:
+    """Which user turns a learning backend has learned, so /forget-me unlearns exactly those."""
+    db.execute("ALTER TABLE messages ADD COLUMN learned INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_core_tables, _v2_jobs, _v3_learned_flag]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -157,10 +157,11 @@ class ConversationStore:
         author_id: str | None = None,
         responding_to: str | None = None,
         platform_message_id: str | None = None,
+        learned_id: int | None = None,
     ) -> int:
-        """Append one turn; once this returns the turn is committed and survives a crash."""
+        """Append one turn (and flag turn `learned_id` as learned); once this returns it survives a crash."""
         return await self._run(
-            self._add_turn, conversation_id, role, text, author_id, responding_to, platform_message_id
+            self._add_turn, conversation_id, role, text, author_id, responding_to, platform_message_id, learned_id
         )
 
     def _add_turn(
@@ -171,13 +172,21 @@ class ConversationStore:
         author_id: str | None,
         responding_to: str | None,
         platform_message_id: str | None,
+        learned_id: int | None,
     ) -> int:
-        cursor = self.db.execute(
-            "INSERT INTO messages (conversation_id, role, text, author_id, responding_to, platform_message_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [conversation_id, role, text, author_id, responding_to, platform_message_id, time.time()],
-        )
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "INSERT INTO messages (conversation_id, role, text, author_id, responding_to, platform_message_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [conversation_id, role, text, author_id, responding_to, platform_message_id, time.time()],
+            )
+            if learned_id is not None:
+                self.db.execute("UPDATE messages SET learned = 1 WHERE id = ?", [learned_id])
         return int(cursor.lastrowid or 0)
+
+    async def mark_learned(self, message_id: int) -> None:
+        """Record that a learning backend has learned this user turn."""
+        await self._run(lambda: self.db.execute("UPDATE messages SET learned = 1 WHERE id = ?", [message_id]))
 
     async def history(self, conversation_id: int, limit: int) -> list[StoredTurn]:
         """The conversation's newest `limit` turns, newest first."""
@@ -206,21 +215,13 @@ class ConversationStore:
         )
         self._known_users[user_key] = name
 
-    async def scoped_texts_by(self, user_key: str) -> list[tuple[str, str]]:
-        """(scope, text) of every stored message the user wrote: what a learning backend must unlearn."""
-        return await self._run(
-            self._scoped_texts,
-            "WHERE m.author_id = ? ORDER BY m.id",
-            [user_key],
-        )
+    async def learned_texts_by(self, user_key: str) -> list[tuple[str, str]]:
+        """(scope, text) of the user's learned turns: exactly what a learning backend must unlearn."""
+        return await self._run(self._scoped_texts, "WHERE m.learned = 1 AND m.author_id = ? ORDER BY m.id", [user_key])
 
-    async def recent_user_texts(self, limit: int) -> list[tuple[str, str]]:
-        """(scope, text) of the newest `limit` user turns: what a learning backend re-reads at start-up."""
-        return await self._run(
-            self._scoped_texts,
-            "WHERE m.role = 'user' ORDER BY m.id DESC LIMIT ?",
-            [limit],
-        )
+    async def learned_texts(self) -> list[tuple[str, str]]:
+        """(scope, text) of every learned turn: what a learning backend re-reads at start-up."""
+        return await self._run(self._scoped_texts, "WHERE m.learned = 1 ORDER BY m.id", [])
 
     def _scoped_texts(self, where: str, params: list[Any]) -> list[tuple[str, str]]:
         sql = "SELECT c.scope, m.text FROM messages m JOIN conversations c ON c.id = m.conversation_id " + where
@@ -232,20 +233,29 @@ class ConversationStore:
 
     def _forget_user(self, user_key: str) -> ForgetReport:
         with self.db.atomic():
+            touched = [row[0] for row in self.db.execute(
+                "SELECT DISTINCT conversation_id FROM messages WHERE author_id = ? OR responding_to = ?", [user_key, user_key]
+            )]
             messages = self.db.execute(
                 "DELETE FROM messages WHERE author_id = ? OR responding_to = ?", [user_key, user_key]
             ).rowcount
+            repersoned = [row[0] for row in self.db.execute("SELECT key FROM conversations WHERE persona_set_by = ?", [user_key])]
             self.db.execute(
                 "UPDATE conversations SET persona = NULL, persona_set_by = NULL WHERE persona_set_by = ?", [user_key]
             )
             self.db.execute("DELETE FROM settings WHERE set_by = ?", [user_key])
-            conversations = self.db.execute(
-                "DELETE FROM conversations WHERE persona IS NULL AND NOT EXISTS "
-                "(SELECT 1 FROM messages WHERE messages.conversation_id = conversations.id)"
-            ).rowcount
+            # Only closed conversations this user emptied go; an open one may have a message in flight.
+            conversations = 0
+            for conversation_id in touched:
+                conversations += self.db.execute(
+                    "DELETE FROM conversations WHERE id = ? AND closed_at IS NOT NULL AND persona IS NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?)",
+                    [conversation_id, conversation_id],
+                ).rowcount
             profile = self.db.execute("DELETE FROM users WHERE id = ?", [user_key]).rowcount > 0
             self.db.execute("DELETE FROM jobs WHERE user_id = ?", [user_key])
-        self._open.clear()
+        for key in repersoned:
+            self._open.pop(key, None)
         self._known_users.pop(user_key, None)
         return ForgetReport(messages, conversations, profile)
 

@@ -79,8 +79,14 @@ async def load(kind: Kind, config: BackendConfig) -> tuple[Any | None, BackendSt
                 raise BackendLoadError(f"no {kind} backend of type '{current.type}' is installed")
             backend = await factory(current)
         except Exception as error:  # a broken plugin must not stop the bot; we fall back instead
-            reason = str(error) if isinstance(error, BackendLoadError) else f"{error.__class__.__name__}: {error}"
-            log.warning("%s backend '%s' could not be loaded: %s", kind, current.type, reason)
+            # Our own load errors are written for users; anything else may carry hosts, paths or
+            # keys, so chat and /status get only its kind and the log gets the details.
+            if isinstance(error, BackendLoadError):
+                reason = str(error)
+                log.warning("%s backend '%s' could not be loaded: %s", kind, current.type, reason)
+            else:
+                reason = f"it failed to load ({error.__class__.__name__}; details in the log)"
+                log.warning("%s backend '%s' could not be loaded", kind, current.type, exc_info=error)
             reasons.append(reason)
             current = current.fallback
             continue
