@@ -202,16 +202,18 @@ class Bot:
     async def _guarded(self, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
         """Pass a backend's chunks through, turning its failures and stalls into a user-facing error.
 
-        The deadline covers only the waits on the backend, never the adapter's own pacing
-        between chunks (that happens while this generator is suspended at `yield`).
+        The time limit is a budget for the waits on the backend only, never the adapter's own
+        pacing between chunks (that happens while this generator is suspended at `yield`).
         """
         timeout = self.config.backends.text.timeout_s
-        deadline = asyncio.get_running_loop().time() + timeout
+        remaining = timeout
+        clock = asyncio.get_running_loop().time
         iterator = chunks.__aiter__()
         try:
             while True:
+                started = clock()
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    async with asyncio.timeout(remaining):
                         chunk = await iterator.__anext__()
                 except StopAsyncIteration:
                     return
@@ -222,6 +224,7 @@ class Bot:
                 except Exception as error:
                     log.exception("text backend failed")
                     raise BackendFailed() from error
+                remaining -= clock() - started
                 yield chunk
         finally:
             closer = getattr(iterator, "aclose", None)

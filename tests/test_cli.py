@@ -66,6 +66,44 @@ def test_a_config_typo_stops_start_up_with_the_keys_path(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+def test_setup_logging_masks_configured_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.logs import setup_logging
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-0000-very-secret")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging(parse_config({}), "INFO")
+        logging.getLogger("bot.test").warning("token was %s", "xoxb-0000-very-secret")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "token was [redacted]" in err and "very-secret" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--db", "."], "cannot open the store . (unable to open database file)"),
+        (["--db", "not-sqlite.db"], "(file is not a database)"),
+        (["--log-level", "loud"], "invalid choice: 'LOUD'"),
+    ],
+)
+def test_start_up_problems_are_one_line_not_tracebacks(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "not-sqlite.db").write_text("hello")
+    result = run_bot(tmp_path, "chat", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unquoted_numeric_ids_are_accepted() -> None:
+    config = parse_config({"adapters": {"discord": {"log_channel": 123456789012345678, "allow": {"channels": [42]}}}})
+    assert config.adapters.discord.log_channel == "123456789012345678"
+    assert config.adapters.discord.allow.channels == ["42"]
+
+
 def test_secrets_are_masked_in_logs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("DISCORD_TOKEN", "MTIzNDU2Nzg5.super.secret")
     config = parse_config({"backends": {"text": {"type": "openai", "api_key_env": "REMOTE_KEY", "fallback": {"type": "markov"}}}})

@@ -116,3 +116,17 @@ def test_ctrl_c_exits_quietly(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
     assert b"Traceback" not in err and b"Fatal" not in err
+
+
+def test_a_closed_output_pipe_stops_the_chat_quietly(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(db=tmp_path / "c.db", out=tmp_path / "out"))
+    many = b"".join(b"tell me about jazz %d\n" % i for i in range(300))
+    # `| head -2`: the reader takes two lines and goes away.
+    pipeline = subprocess.run(
+        f"{sys.executable} -m bot chat --config {config} 2>{tmp_path / 'err'} | head -2",
+        shell=True, input=many, capture_output=True, timeout=60, cwd=tmp_path,
+    )
+    assert len(pipeline.stdout.decode().splitlines()) == 2
+    err = (tmp_path / "err").read_text()
+    assert "Traceback" not in err and "BrokenPipe" not in err

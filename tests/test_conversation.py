@@ -58,3 +58,9 @@ def test_bad_input_gets_a_one_line_explanation(raw: str, explanation: str) -> No
 
 def test_control_and_invisible_characters_are_removed_but_lines_kept() -> None:
     assert clean_text("he\x00llo\u200b wor\x1b[31mld\r\nline two", 4000) == "hello wor[31mld\nline two"
+
+
+def test_joiners_and_direction_marks_are_kept() -> None:
+    persian = "می\u200cخواهم"
+    family = "\U0001F468\u200d\U0001F469\u200d\U0001F467"
+    assert clean_text(f"{persian} {family} \u200fok", 4000) == f"{persian} {family} \u200fok"

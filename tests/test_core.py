@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from adapters.memory import MemoryAdapter, MemoryReply
+from adapters.memory import Event, MemoryAdapter, MemoryReply
 from bot.backends import registry
 from bot.config import Config
 from bot.core import Bot
@@ -190,3 +190,105 @@ async def test_markov_bot_answers_on_topic_and_learns_per_workspace(markov_bot: 
     elsewhere = MemoryAdapter(markov_bot, workspace="w2")
     unheard = " ".join([(await elsewhere.say("what about the zorblax?"))[0] for _ in range(5)]).lower()
     assert "quibbles" not in unheard
+
+
+async def test_slow_adapter_pacing_does_not_count_against_the_model_timeout(tmp_path, backend: QueuedTextBackend) -> None:
+    from tests.conftest import make_config
+
+    class SlowReply(MemoryReply):
+        async def stream(self, chunks):  # type: ignore[no-untyped-def]
+            parts = []
+            async for chunk in chunks:
+                parts.append(chunk)
+                await asyncio.sleep(0.1)  # like an adapter pacing its edits
+            self.events.append(Event("stream", "".join(parts)))
+            return "".join(parts)
+
+    config = make_config(tmp_path, backends={"text": {"type": "markov", "timeout_s": 0.25}})
+    store = await ConversationStore.open(config.bot.db)
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], Moderator())
+    backend.queue("one two three four five six")
+    reply = SlowReply()
+    try:
+        await bot.handle(MemoryAdapter(bot).message("hi"), reply)
+    finally:
+        await bot.close()
+    assert reply.texts == ["one two three four five six"]
+
+
+async def test_blocked_output_is_withdrawn_and_not_stored(config: Config, backend: QueuedTextBackend) -> None:
+    class OutputFilter(Moderator):
+        async def check(self, text, kind, context=()):  # type: ignore[no-untyped-def]
+            if kind == "output" and "leak" in text:
+                return Verdict("block", "harassment", message="I wrote something I can't post; ask me another way.")
+            return Verdict("allow")
+
+    store = await ConversationStore.open(config.bot.db)
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], OutputFilter())
+    backend.queue("here is the leak")
+    try:
+        reply = await MemoryAdapter(bot).send("tell me")
+        rows = await store.count("messages", "role = 'assistant'")
+    finally:
+        await bot.close()
+    assert [e.kind for e in reply.events][-1] == "edit"
+    assert reply.events[-1].text == "I wrote something I can't post; ask me another way."
+    assert rows == 0
+
+
+async def test_conversation_locks_are_released(chat: MemoryAdapter, bot: Bot) -> None:
+    await asyncio.gather(*(chat.say(f"m{i}", conversation=f"c{i % 3}") for i in range(12)))
+    assert bot._locks == {}
+
+
+async def test_forget_me_during_another_users_first_message(config: Config, backend: QueuedTextBackend) -> None:
+    class SlowForBob(Moderator):
+        async def check(self, text, kind, context=()):  # type: ignore[no-untyped-def]
+            if "bob" in text:
+                await asyncio.sleep(0.1)
+            return Verdict("allow")
+
+    store = await ConversationStore.open(config.bot.db)
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], SlowForBob())
+    chat = MemoryAdapter(bot)
+    try:
+        await chat.say("alice was here", user="alice", conversation="old")
+        await chat.say("/reset", user="alice", conversation="old")
+        bob = asyncio.create_task(chat.say("hello from bob", user="bob", conversation="new"))
+        await asyncio.sleep(0.02)
+        await chat.say("/forget-me", user="alice", conversation="elsewhere")
+        assert await bob == ["echo: hello from bob"]
+    finally:
+        await bot.close()
+
+
+async def test_forget_me_unlearns_only_the_users_own_words(markov_bot: Bot) -> None:
+    chat = MemoryAdapter(markov_bot, workspace="w1")
+    await chat.say("the quokka juggles tangerines", user="alice")
+    await chat.say("the quokka juggles tangerines", user="bob")
+    await chat.say("/forget-me", user="alice")
+    brain = markov_bot._learner.brain  # type: ignore[union-attr]
+    await asyncio.sleep(0.05)  # learning is queued on the brain's thread
+    assert brain.scopes["memory:w1"].words.get("quokka") == 1  # bob's stays; alice's is gone
+    await chat.say("/forget-me", user="bob")
+    await asyncio.sleep(0.05)
+    assert "quokka" not in brain.scopes["memory:w1"].words
+
+
+async def test_fallback_is_shown_in_status(tmp_path) -> None:
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, backends={"text": {"type": "no-such-model", "fallback": {"type": "markov"}}})
+    bot = await Bot.start(config)
+    try:
+        [status] = await MemoryAdapter(bot).say("/status")
+    finally:
+        await bot.close()
+    assert "text: markov (fallback; no-such-model failed: no text backend of type 'no-such-model' is installed)" in status
+
+
+def test_dm_conversations_are_their_own_learning_scope() -> None:
+    from bot.messages import ConversationKey
+
+    assert ConversationKey("discord", "guild1", "chan", "").scope == "discord:guild1"
+    assert ConversationKey("discord", "", "dm-123", "").scope == "discord:dm:dm-123"

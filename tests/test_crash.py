@@ -42,14 +42,13 @@ def test_kill_9_loses_no_acknowledged_turn(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     assert proc.stdin is not None
-    acknowledged = []
+    sent = [f"turn {i} about the sea and the stars" for i in range(60)]
+    # Everything is sent at once, so the kill lands while later turns are still being handled.
+    proc.stdin.write(("\n".join(sent) + "\n").encode())
+    proc.stdin.flush()
     try:
-        for i in range(25):
-            text = f"turn {i} about the sea and the stars"
-            proc.stdin.write(text.encode() + b"\n")
-            proc.stdin.flush()
-            read_line(proc)  # the reply is on screen: this turn is acknowledged
-            acknowledged.append(text)
+        for _ in range(20):
+            read_line(proc)  # a reply on screen: that turn is acknowledged
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -57,7 +56,8 @@ def test_kill_9_loses_no_acknowledged_turn(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         users = [row[0] for row in conn.execute("SELECT text FROM messages WHERE role = 'user' ORDER BY id")]
         answers = conn.execute("SELECT COUNT(*) FROM messages WHERE role = 'assistant'").fetchone()[0]
-    # Every user turn was committed before its answer began; the last answer may have been on
-    # screen a moment before its own commit when the kill landed.
-    assert users == acknowledged
-    assert answers in (len(acknowledged) - 1, len(acknowledged))
+    # Every acknowledged turn is there, in order, and nothing was stored out of order or twice.
+    assert users[:20] == sent[:20]
+    assert users == sent[: len(users)]
+    # An answer is committed right after it is shown; at most the one on screen at the kill is missing.
+    assert answers >= 19
