@@ -47,13 +47,13 @@ def _example(name: str) -> str:
     return {"--seed": "42", "--size": "512x512", "--n": "2", "--negative": '"blurry"', "--duration": "10", "--tempo": "120"}[name]
 
 
-def _number(name: str, value: str, low: float, high: float, convert: Callable[[str], float] = int) -> Any:
+def _number(name: str, value: str, low: int, high: int, convert: Callable[[str], float] = int) -> Any:
     try:
         number = convert(value)
     except ValueError:
-        raise UserInputError(f"{name} must be a number from {low:g} to {high:g}; got {value!r}.") from None
-    if not low <= number <= high:
-        raise UserInputError(f"{name} must be from {low:g} to {high:g}; got {value}.")
+        raise UserInputError(f"{name} must be a number from {low} to {high}; got {value!r}.") from None
+    if not low <= number <= high or number != number:  # the last test catches NaN
+        raise UserInputError(f"{name} must be from {low} to {high}; got {value}.")
     return number
 
 

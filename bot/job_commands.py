@@ -23,9 +23,7 @@ async def submit(bot: Bot, message: Message, reply: Reply, kind: JobKind, params
     prompt = f"{params['prompt']} {params.get('negative', '')}".strip()
     await bot.moderate_request(message, prompt, kind)
     job = await bot.jobs.submit(kind, message.user_key, str(message.conversation), message.id or None, params, reply)
-    position = bot.jobs.position(job)
-    where = f"position {position}" if position else "starting now"
-    await reply.send(f"Queued {kind} job {job.id} ({where}), seed {params['seed']}. /cancel {job.id} to stop it.")
+    await reply.send(f"Queued {kind} job {job.id} ({bot.jobs.where(job)}), seed {params['seed']}. /cancel {job.id} to stop it.")
 
 
 @command("imagine", "/imagine <prompt> [--seed N] [--size WxH] [--n 1-4] [--negative TEXT]",

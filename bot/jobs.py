@@ -136,7 +136,7 @@ class Scheduler:
         await self.store.update_job(job.id, status="queued")
         self._enqueue(job)
         verb = "Retrying" if was_running else "Resuming"
-        await self._notify(job, "send", f"{verb} your {job.kind} job {job.id} after a restart (position {self.position(job)}).")
+        await self._notify(job, "send", f"{verb} your {job.kind} job {job.id} after a restart ({self.where(job)}).")
 
     async def stop(self) -> None:
         """Stop the workers; running jobs are left as they are in the store and resume next start."""
@@ -182,6 +182,11 @@ class Scheduler:
             return 0
         running = sum(1 for other in self._active.values() if other.kind == job.kind and other.status == "running")
         return max(0, self._queues[job.kind].position(job) - (self.slots(job.kind) - running))
+
+    def where(self, job: Job) -> str:
+        """Where a job stands, in words: 'position 3' or 'starting now'."""
+        position = self.position(job)
+        return f"position {position}" if position else "starting now"
 
     def jobs_of(self, user: str | None = None) -> list[Job]:
         """Queued and running jobs, oldest first (all users when `user` is None)."""

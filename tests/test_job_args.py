@@ -1,0 +1,62 @@
+"""/imagine and /compose arguments: what is accepted, and what each mistake is told."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.errors import UserInputError
+from bot.job_args import compose_params, imagine_params
+
+
+def test_imagine_defaults_and_options() -> None:
+    params = imagine_params('a red fox --seed 7 --size 640x384 --n 2 --negative "blurry, text"')
+    assert params == {"prompt": "a red fox", "seed": 7, "width": 640, "height": 384, "n": 2, "negative": "blurry, text"}
+    assert imagine_params("--size=64x64 tiny cat")["width"] == 64
+
+
+def test_omitting_the_seed_rolls_a_new_one_each_time() -> None:
+    seeds = {imagine_params("a cat")["seed"] for _ in range(20)}
+    assert len(seeds) > 15
+
+
+def test_compose_defaults_and_options() -> None:
+    assert compose_params("calm piano") | {"seed": 0} == {"prompt": "calm piano", "seed": 0, "duration_s": 10.0, "tempo": None}
+    assert compose_params("jazz --duration 2.5 --tempo 90 --seed 3") == {"prompt": "jazz", "seed": 3, "duration_s": 2.5, "tempo": 90}
+
+
+@pytest.mark.parametrize(
+    ("args", "explanation"),
+    [
+        ("", "Describe the picture after /imagine"),
+        ("--seed 4", "Describe the picture after /imagine"),
+        ("cat --size 5000x5000", "--size sides must be 64 to 1024 and multiples of 8; got 5000x5000."),
+        ("cat --size 100x100", "multiples of 8"),
+        ("cat --size big", "--size must look like 512x512"),
+        ("cat --n 9", "--n must be from 1 to 4; got 9."),
+        ("cat --n two", "--n must be a number from 1 to 4"),
+        ("cat --seed -1", "--seed must be from 0 to 4294967295"),
+        ("cat --foo 1", "Unknown option --foo for /imagine; options: --seed, --size, --n, --negative."),
+        ("cat --seed", "--seed needs a value, e.g. --seed 42."),
+        ('cat "unclosed', "A quote is not closed"),
+    ],
+)
+def test_bad_imagine_arguments_are_explained(args: str, explanation: str) -> None:
+    with pytest.raises(UserInputError) as caught:
+        imagine_params(args)
+    assert explanation in caught.value.user_message
+
+
+@pytest.mark.parametrize(
+    ("args", "explanation"),
+    [
+        ("", "Describe the music after /compose"),
+        ("song --duration -1", "--duration must be from 1 to 30; got -1."),
+        ("song --duration 31", "--duration must be from 1 to 30"),
+        ("song --tempo 500", "--tempo must be from 40 to 240"),
+        ("song --size 64x64", "Unknown option --size for /compose; options: --duration, --seed, --tempo."),
+    ],
+)
+def test_bad_compose_arguments_are_explained(args: str, explanation: str) -> None:
+    with pytest.raises(UserInputError) as caught:
+        compose_params(args)
+    assert explanation in caught.value.user_message

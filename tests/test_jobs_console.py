@@ -1,0 +1,87 @@
+"""/imagine and /compose end to end in the console, and jobs surviving a killed process."""
+
+from __future__ import annotations
+
+import io
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapters.console import ConsoleAdapter
+from bot.core import Bot
+from tests.test_crash import read_line
+
+
+async def run_console(bot: Bot, tmp_path: Path, text: str) -> list[str]:
+    out = io.StringIO()
+    await ConsoleAdapter(io.BytesIO(text.encode()), out, tmp_path / "out", interactive=False).run(bot)
+    return out.getvalue().splitlines()
+
+
+async def test_imagine_queues_reports_progress_and_saves_the_png(markov_bot: Bot, tmp_path: Path) -> None:
+    lines = await run_console(markov_bot, tmp_path, "/imagine a red fox in the snow --seed 5 --size 64x64\n")
+    match = re.fullmatch(r"Queued image job ([0-9a-f]{8}) \(starting now\), seed 5\. /cancel \1 to stop it\.", lines[0])
+    assert match, lines
+    assert lines[1].startswith("... ") and "step 1/8" in lines[1]
+    path = tmp_path / "out" / "atelier-5.png"
+    assert lines[-1] == f"[{match.group(1)} · seed 5] Saved image/png to {path.resolve()}"
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
+async def test_the_same_seed_gives_the_same_file_and_a_reroll_a_new_seed(markov_bot: Bot, tmp_path: Path) -> None:
+    lines = await run_console(markov_bot, tmp_path, "/imagine dunes --seed 9 --size 64x64\n/imagine dunes --seed 9 --size 64x64\n")
+    saved = [Path(line.split(" to ", 1)[1]) for line in lines if "Saved" in line]
+    assert len(saved) == 2 and saved[0] != saved[1] and saved[0].read_bytes() == saved[1].read_bytes()
+    reroll = await run_console(markov_bot, tmp_path, "/imagine dunes --size 64x64\n")
+    assert "seed 9" not in reroll[0]
+
+
+async def test_compose_saves_wav_and_midi(markov_bot: Bot, tmp_path: Path) -> None:
+    lines = await run_console(markov_bot, tmp_path, "/compose calm piano --duration 2 --seed 3\n")
+    assert lines[0].startswith("Queued music job")
+    assert lines[-2].endswith(str((tmp_path / "out" / "atelier-3.wav").resolve()))
+    assert lines[-1].endswith(str((tmp_path / "out" / "atelier-3.mid").resolve()))
+
+
+async def test_queue_and_cancel_in_the_console(markov_bot: Bot, tmp_path: Path) -> None:
+    lines = await run_console(
+        markov_bot, tmp_path,
+        "/queue\n/imagine big --size 1024x1024 --n 4 --seed 1\n/queue\n/cancel\n/cancel abc\n",
+    )
+    assert lines[0] == "You have no queued or running jobs."
+    job_id = lines[1].split()[3]
+    assert lines[2] == "Your jobs:"
+    assert lines[3].startswith(f"{job_id} image 'big': ")
+    assert f"Cancelled image job {job_id}." in lines
+    assert "No job abc is queued or running; /queue lists yours." in lines or "You have no queued or running jobs to cancel." in lines
+    assert not any("Saved" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_a_job_running_when_the_process_is_killed_is_retried_on_restart(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"bot: {{db: {tmp_path / 'jobs.db'}, output_dir: {tmp_path / 'out'}}}\n")
+    command = [sys.executable, "-m", "bot", "chat", "--config", str(config)]
+    first = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert first.stdin is not None
+    first.stdin.write(b"/imagine a long walk --size 1024x1024 --n 4 --seed 21\n/compose calm --seed 2 --duration 2\n")
+    first.stdin.flush()
+    try:
+        queued = read_line(first).decode()
+        read_line(first)  # the music job's queue line
+        progress = read_line(first).decode()
+        assert progress.startswith("... "), progress  # running now
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    job_id = queued.split()[3]
+    second = subprocess.run(command, input=b"", capture_output=True, timeout=120)
+    out = second.stdout.decode()
+    assert second.returncode == 0, second.stderr.decode()
+    assert f"Retrying your image job {job_id} after a restart" in out
+    assert sorted(p.name for p in (tmp_path / "out").glob("atelier-2.*")) == ["atelier-2.mid", "atelier-2.wav"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("atelier-2?.png")) == [f"atelier-{s}.png" for s in (21, 22, 23, 24)]
