@@ -22,6 +22,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/core.py
+	$(PY) bench/jobs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info atelier-output
