@@ -15,7 +15,6 @@ import contextvars
 import json
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from adapters.memory import MemoryAdapter, MemoryReply  # noqa: E402
 from bot.backends.base import TextOptions  # noqa: E402
 from bot.config import parse_config  # noqa: E402
 from bot.core import Bot  # noqa: E402
-from bot.messages import ConversationKey, Turn  # noqa: E402
+from bot.messages import Turn  # noqa: E402
 from bot.store import ConversationStore  # noqa: E402
 
 backend_seconds: contextvars.ContextVar[list[float]] = contextvars.ContextVar("backend_seconds", default=[0.0])

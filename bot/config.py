@@ -31,9 +31,9 @@ class BotSection(Strict):
     db: str = "atelier.db"
     output_dir: str = "atelier-output"
     persona: str = DEFAULT_PERSONA
-    max_message_chars: int = Field(4000, ge=100, le=100_000)
-    reply_tokens: int = Field(256, ge=16, le=8192)
-    history_messages: int = Field(100, ge=1, le=10_000)
+    max_message_chars: int = Field(default=4000, ge=100, le=100_000)
+    reply_tokens: int = Field(default=256, ge=16, le=8192)
+    history_messages: int = Field(default=100, ge=1, le=10_000)
 
 
 class AccessList(Strict):
@@ -65,7 +65,7 @@ class SlackSection(Strict):
     app_token_env: str = "SLACK_APP_TOKEN"
     signing_secret_env: str = "SLACK_SIGNING_SECRET"
     host: str = "0.0.0.0"
-    port: int = Field(3000, ge=1, le=65535)
+    port: int = Field(default=3000, ge=1, le=65535)
     path: str = "/slack/events"
     api_base_url: str | None = None
     log_channel: str | None = None
@@ -87,7 +87,7 @@ class BackendConfig(Strict):
     dtype: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
     options: dict[str, Any] = {}
     fallback: BackendConfig | None = None
 
@@ -104,15 +104,15 @@ class BackendsSection(Strict):
 class QueueSection(Strict):
     """One generation queue: concurrent slots and a per-job timeout."""
 
-    slots: int = Field(1, ge=1, le=64)
-    timeout_s: float = Field(300.0, gt=0)
+    slots: int = Field(default=1, ge=1, le=64)
+    timeout_s: float = Field(default=300.0, gt=0)
 
 
 class JobsSection(Strict):
     """Scheduler limits."""
 
-    per_user_pending: int = Field(2, ge=1, le=100)
-    queue_limit: int = Field(100, ge=1, le=100_000)
+    per_user_pending: int = Field(default=2, ge=1, le=100)
+    queue_limit: int = Field(default=100, ge=1, le=100_000)
     image: QueueSection = QueueSection()
     music: QueueSection = QueueSection()
 
@@ -120,9 +120,9 @@ class JobsSection(Strict):
 class CooldownSection(Strict):
     """How many blocks within a window put a user on a generation cooldown."""
 
-    blocks: int = Field(3, ge=1)
-    window_s: float = Field(600.0, gt=0)
-    duration_s: float = Field(600.0, ge=0)
+    blocks: int = Field(default=3, ge=1)
+    window_s: float = Field(default=600.0, gt=0)
+    duration_s: float = Field(default=600.0, ge=0)
 
 
 class ModerationSection(Strict):
@@ -137,7 +137,7 @@ class ServeSection(Strict):
     """The GPU host (`python -m bot serve`)."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=1, le=65535)
     api_key_env: str = "ATELIER_API_KEY"
 
 

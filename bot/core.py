@@ -6,10 +6,10 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot import commands, job_commands  # noqa: F401 - job_commands registers /imagine, /compose, /queue, /cancel
 from bot.backends import registry
@@ -21,7 +21,8 @@ from bot.errors import BackendFailed, BackendUnavailable, BotError, ModerationUn
 from bot.jobs import Job, Runner, Scheduler
 from bot.messages import Artifact, ConversationKey, Message
 from bot.store import ConversationStore, StoredTurn
-from moderation import Moderator
+from moderation import Kind as ModerationKind
+from moderation import Moderator, Verdict
 
 if TYPE_CHECKING:
     from adapters.base import Reply
@@ -231,7 +232,7 @@ class Bot:
             if closer is not None:
                 await closer()
 
-    async def moderate_request(self, message: Message, text: str, kind: Any) -> None:
+    async def moderate_request(self, message: Message, text: str, kind: ModerationKind) -> None:
         """Check a generation request with the user's recent turns in this conversation; raise if refused."""
         conversation = await self.store.conversation(message.conversation)
         history = await self.store.history(conversation.id, MODERATION_CONTEXT_TURNS * 2)
@@ -239,8 +240,8 @@ class Bot:
         await self._moderate(text, kind, context)
 
     async def _moderate(
-        self, text: str, kind: Any, context: Any, raise_on_block: bool = True
-    ) -> Any:
+        self, text: str, kind: ModerationKind, context: Sequence[str], raise_on_block: bool = True
+    ) -> Verdict | None:
         """Run moderation; refuse when it cannot run, raise RequestRefused when it blocks."""
         if not self.moderator.enabled:
             return None

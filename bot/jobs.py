@@ -8,7 +8,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 JobKind = Literal["image", "music"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-Runner = Callable[["Job", Progress], Awaitable[list[Artifact]]]
+Runner = Callable[["Job", Progress], Coroutine[Any, Any, list[Artifact]]]
 ReplyFor = Callable[["Job"], "Reply | None"]
 # A job that was running when the process died is started at most this many times in all.
 MAX_ATTEMPTS = 2

@@ -14,15 +14,17 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.resources import files
+from typing import Any, TypeVar
 
 from bot.backends.base import TextOptions
 from bot.config import BackendConfig
 from bot.messages import Turn
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[.!?,;:]")
 BOUNDARY = "\x00"
 SENTENCE_END = frozenset(".!?")
@@ -78,7 +80,7 @@ class Chains:
         self.words: dict[str, int] = {}
 
     @staticmethod
-    def _bump(table: dict, key: object, token: str, delta: int) -> None:
+    def _bump(table: dict[Any, dict[str, int]], key: object, token: str, delta: int) -> None:
         counts = table.setdefault(key, {})
         value = counts.get(token, 0) + delta
         if value > 0:
@@ -235,7 +237,7 @@ class MarkovBackend:
         """Roughly the words in `text`: the chains read only the last message, so an estimate will do."""
         return text.count(" ") + 1
 
-    async def _call(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def stream(self, turns: Sequence[Turn], options: TextOptions) -> AsyncIterator[str]:
