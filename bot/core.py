@@ -276,6 +276,7 @@ class Bot:
 
     async def forget(self, user_key: str) -> str:
         """Delete what is stored about a user, unlearn their words, and say what was removed."""
+        await self.jobs.cancel_all(user_key)
         texts = await self.store.learned_texts_by(user_key)
         if self._learner is not None and texts:
             await self._learner.forget(texts)

@@ -14,20 +14,33 @@ MAX_SEED = 2**32 - 1
 IMAGINE_OPTIONS = ("--seed", "--size", "--n", "--negative")
 COMPOSE_OPTIONS = ("--duration", "--seed", "--tempo")
 _SIZE = re.compile(r"^(\d+)[xX×](\d+)$")
+_OPTION = re.compile(r"^--[a-z]+(=.*)?$")
+# Phones turn "--" into a dash; "—seed 5" is still meant as an option.
+_DASHED = re.compile(r"^[—–]([a-z]+(=.*)?)$")
+
+
+def _words(args: str) -> list[str]:
+    """Split on spaces; only double quotes group words, so apostrophes (a fox's den) stay text."""
+    lexer = shlex.shlex(args, posix=True)
+    lexer.whitespace_split = True
+    lexer.quotes = '"'
+    lexer.commenters = ""
+    lexer.escape = ""
+    try:
+        return list(lexer)
+    except ValueError:
+        raise UserInputError('A double quote is not closed; close it, e.g. --negative "blurry, text".') from None
 
 
 def split_options(command: str, args: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
     """Separate the prompt words from `--option value` pairs (also `--option=value`)."""
-    try:
-        words = shlex.split(args)
-    except ValueError:
-        raise UserInputError(f"A quote is not closed in your /{command} request; close it or leave quotes out.") from None
+    words = [_DASHED.sub(r"--\1", word) for word in _words(args)]
     prompt: list[str] = []
     options: dict[str, str] = {}
     index = 0
     while index < len(words):
         word = words[index]
-        if word.startswith("--") and len(word) > 2:
+        if _OPTION.match(word):
             name, _, value = word.partition("=")
             if name not in allowed:
                 raise UserInputError(f"Unknown option {name} for /{command}; options: {', '.join(allowed)}.")

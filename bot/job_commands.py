@@ -22,8 +22,8 @@ async def submit(bot: Bot, message: Message, reply: Reply, kind: JobKind, params
         raise BackendUnavailable(f"No {kind} generator is available right now ({status.reason}); /status shows why.")
     prompt = f"{params['prompt']} {params.get('negative', '')}".strip()
     await bot.moderate_request(message, prompt, kind)
-    job = await bot.jobs.submit(kind, message.user_key, str(message.conversation), message.id or None, params, reply)
-    await reply.send(f"Queued {kind} job {job.id} ({bot.jobs.where(job)}), seed {params['seed']}. /cancel {job.id} to stop it.")
+    # The scheduler itself tells the user the job is queued, before any update can overtake that.
+    await bot.jobs.submit(kind, message.user_key, str(message.conversation), message.id or None, params, reply)
 
 
 @command("imagine", "/imagine <prompt> [--seed N] [--size WxH] [--n 1-4] [--negative TEXT]",
@@ -59,5 +59,6 @@ async def _cancel(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     if len(args.split()) > 1:
         raise UserInputError("Give one job id, e.g. /cancel 1a2b3c4d; /queue lists yours.")
     job = await bot.jobs.cancel(args or None, message.user_key, message.author.is_admin)
-    if job.status == "running":
-        await reply.send(f"Stopping {job.kind} job {job.id}…")
+    # The job's own conversation hears "Cancelled …" when it stops; answer here too if this is elsewhere.
+    if job.conversation != str(message.conversation):
+        await reply.send(f"Cancelling {job.kind} job {job.id}.")

@@ -59,6 +59,11 @@ class Job:
     attempts: int = 0
     created_at: float = field(default_factory=time.time)
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    # Set once the user has been told the job is queued; no update may overtake that notice.
+    announced: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    reported: bool = False
+    task: asyncio.Task[list[Artifact]] | None = field(default=None, repr=False)
     cancelled_by: str | None = None
 
     @property
@@ -96,7 +101,6 @@ class Scheduler:
         self._ready: dict[str, asyncio.Semaphore] = {kind: asyncio.Semaphore(0) for kind in runners}
         self._active: dict[str, Job] = {}
         self._replies: dict[str, Reply] = {}
-        self._cancel_events: dict[str, asyncio.Event] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._workers: list[asyncio.Task[None]] = []
@@ -112,37 +116,49 @@ class Scheduler:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self, reply_for: ReplyFor) -> None:
-        """Resume jobs left by a previous run, then start the workers."""
+        """Resume jobs left by a previous run, then start the workers.
+
+        A job whose platform has no way to reach its user yet stays in the store for a later start.
+        """
         for row in await self.store.unfinished_jobs():
             job = Job.from_row(row)
-            await self._recover(job, reply_for(job))
+            reply = reply_for(job)
+            if reply is None:
+                log.info("job %s waits in the store: no adapter for %s is running", job.id, job.conversation)
+                continue
+            await self._recover(job, reply)
         for kind in self.runners:
             for slot in range(self.slots(kind)):
                 worker = asyncio.create_task(self._work(kind), name=f"jobs-{kind}-slot-{slot}")
                 self._workers.append(worker)
 
-    async def _recover(self, job: Job, reply: Reply | None) -> None:
-        if reply is not None:
-            self._replies[job.id] = reply
+    async def _recover(self, job: Job, reply: Reply) -> None:
+        self._replies[job.id] = reply
         if job.kind not in self.runners or (job.status == "running" and job.attempts >= MAX_ATTEMPTS):
-            reason = "the bot restarted while it was running, twice" if job.kind in self.runners else f"no {job.kind} generator is available now"
-            job.status, job.error = "failed", reason
-            await self.store.update_job(job.id, status="failed", error=reason, finished_at=time.time())
-            await self._notify(job, "error", f"Your {job.kind} job {job.id} ({job.summary}) failed: {reason}. Please send it again.")
+            known = job.kind in self.runners
+            job.error = "the bot restarted while it was running, twice" if known else f"no {job.kind} generator is available now"
+            await self._notify(job, "error", f"Your {job.kind} job {job.id} ({job.summary}) failed: {job.error}. Please send it again.")
+            await self._record(job, status="failed", error=job.error, finished_at=time.time())
             self._replies.pop(job.id, None)
             return
         was_running = job.status == "running"
         job.status = "queued"
-        await self.store.update_job(job.id, status="queued")
+        await self._record(job, status="queued")
         self._enqueue(job)
         verb = "Retrying" if was_running else "Resuming"
         await self._notify(job, "send", f"{verb} your {job.kind} job {job.id} after a restart ({self.where(job)}).")
+        job.announced.set()
 
     async def stop(self) -> None:
-        """Stop the workers; running jobs are left as they are in the store and resume next start."""
+        """Stop running jobs and the workers; the store keeps them, so they resume at the next start."""
+        for job in list(self._active.values()):
+            job.stop.set()
+            if job.task is not None:
+                job.task.cancel()
         for worker in self._workers:
             worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        tasks = [*self._workers, *(job.task for job in self._active.values() if job.task is not None)]
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
 
     async def drain(self) -> None:
@@ -153,7 +169,7 @@ class Scheduler:
 
     async def submit(self, kind: JobKind, user: str, conversation: str, message_id: str | None,
                      params: dict[str, Any], reply: Reply) -> Job:
-        """Accept a job (persisted before this returns) or refuse it with the reason."""
+        """Accept a job (persisted, and the user told where it stands) or refuse it with the reason."""
         mine = [job for job in self._active.values() if job.user == user]
         if len(mine) >= self.config.per_user_pending:
             ids = ", ".join(job.id for job in mine)
@@ -161,13 +177,23 @@ class Scheduler:
                 f"You already have {len(mine)} jobs waiting or running ({ids}); "
                 "wait for one to finish or /cancel one."
             )
-        queued = sum(len(queue) for queue in self._queues.values())
+        queued = sum(1 for job in self._active.values() if job.status == "queued")
         if queued >= self.config.queue_limit:
             raise QueueFull(f"The queue is full ({queued} jobs waiting); please try again in a few minutes.")
         job = Job(secrets.token_hex(4), kind, user, conversation, params, message_id)
-        await self.store.insert_job(job.row())
+        # Counted against the caps from here on, so concurrent submits cannot slip past them.
+        self._active[job.id] = job
+        self._idle.clear()
+        try:
+            await self.store.insert_job(job.row())
+        except BaseException:
+            self._forget_job(job)
+            raise
         self._replies[job.id] = reply
         self._enqueue(job)
+        seed = params.get("seed")
+        await self._notify(job, "send", f"Queued {kind} job {job.id} ({self.where(job)}), seed {seed}. /cancel {job.id} to stop it.")
+        job.announced.set()
         return job
 
     def _enqueue(self, job: Job) -> None:
@@ -175,6 +201,12 @@ class Scheduler:
         self._idle.clear()
         self._queues[job.kind].push(job)
         self._ready[job.kind].release()
+
+    def _forget_job(self, job: Job) -> None:
+        self._active.pop(job.id, None)
+        self._replies.pop(job.id, None)
+        if not self._active:
+            self._idle.set()
 
     def position(self, job: Job) -> int:
         """1-based place among the jobs waiting for a free slot; 0 once running or about to start."""
@@ -209,13 +241,15 @@ class Scheduler:
             raise UserInputError(f"Job {job.id} is someone else's; only they or an admin can cancel it.")
         job.cancelled_by = user
         job.stop.set()
+        job.cancel_event.set()
         if job.status == "queued" and self._queues[job.kind].remove(job):
             await self._finish(job, "cancelled")
-        else:
-            event = self._cancel_events.get(job.id)
-            if event is not None:
-                event.set()
         return job
+
+    async def cancel_all(self, user: str) -> None:
+        """Cancel every job of a user (before /forget-me deletes them)."""
+        for job in self.jobs_of(user):
+            await self.cancel(job.id, user, is_admin=True)
 
     # --- running -------------------------------------------------------------------------
 
@@ -228,36 +262,47 @@ class Scheduler:
             if job is not None:
                 try:
                     await self._run(job)
+                except asyncio.CancelledError:
+                    raise
                 except Exception:  # the worker must outlive any one job
                     log.exception("job %s crashed its worker", job.id)
+                    if job.id in self._active:
+                        job.error = job.error or f"the {job.kind} generator failed"
+                        await self._finish(job, "failed")
 
     async def _run(self, job: Job) -> None:
+        await job.announced.wait()
+        if job.cancelled_by is not None:  # cancelled between leaving the queue and starting
+            await self._finish(job, "cancelled")
+            return
         job.status = "running"
         job.attempts += 1
-        await self.store.update_job(job.id, status="running", attempts=job.attempts, started_at=time.time())
+        await self._record(job, status="running", attempts=job.attempts, started_at=time.time())
         notices: list[Future[None]] = []
-        cancel = self._cancel_events[job.id] = asyncio.Event()
-        task = asyncio.create_task(self.runners[job.kind](job, self._progress(job, notices)), name=f"job-{job.id}")
-        waiter = asyncio.create_task(cancel.wait(), name=f"job-{job.id}-cancel")
+        task = job.task = asyncio.create_task(self.runners[job.kind](job, self._progress(job, notices)), name=f"job-{job.id}")
+        waiter = asyncio.create_task(job.cancel_event.wait(), name=f"job-{job.id}-cancel")
         timeout = self.timeout(job.kind)
-        await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        timed_out = not task.done() and not cancel.is_set()
+        try:
+            await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        timed_out = not task.done() and not job.cancel_event.is_set()
         if not task.done():
-            job.stop.set()  # the backend stops at its next progress step
-            await asyncio.wait({task}, timeout=STOP_GRACE_S)
+            job.stop.set()  # a backend that reports progress stops at its next step
+            if job.reported:
+                await asyncio.wait({task}, timeout=STOP_GRACE_S)
             task.cancel()
         try:
             job.result = await task
         except (JobCancelled, asyncio.CancelledError):
-            pass
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the worker itself is being stopped
         except BotError as error:
             job.error = error.user_message
         except Exception as error:
             log.exception("%s job %s failed", job.kind, job.id)
             job.error = f"the {job.kind} generator failed ({error.__class__.__name__})"
-        finally:
-            self._cancel_events.pop(job.id, None)
         for notice in notices:
             await asyncio.wrap_future(notice)
         if job.cancelled_by is not None:
@@ -278,7 +323,7 @@ class Scheduler:
         def progress(fraction: float, note: str = "") -> None:
             if job.stop.is_set():
                 raise JobCancelled(job.id)
-            job.progress, job.note = fraction, note
+            job.progress, job.note, job.reported = fraction, note, True
             now = time.monotonic()
             reply = self._replies.get(job.id)
             if reply is not None and (now - last[0] >= PROGRESS_INTERVAL_S or last[0] == 0.0):
@@ -289,8 +334,7 @@ class Scheduler:
 
     async def _finish(self, job: Job, status: JobStatus) -> None:
         job.status = status
-        await self.store.update_job(job.id, status=status, error=job.error, finished_at=time.time())
-        self._active.pop(job.id, None)
+        # Deliver first, record after: a crash in between leaves the job 'running', so it is retried.
         if status == "done":
             for artifact in job.result:
                 await self._notify(job, "attach", artifact)
@@ -298,9 +342,14 @@ class Scheduler:
             await self._notify(job, "send", f"Cancelled {job.kind} job {job.id}.")
         else:
             await self._notify(job, "error", f"Your {job.kind} job {job.id} failed: {job.error}. Try again, or /status for details.")
-        self._replies.pop(job.id, None)
-        if not self._active:
-            self._idle.set()
+        await self._record(job, status=status, error=job.error, finished_at=time.time())
+        self._forget_job(job)
+
+    async def _record(self, job: Job, **fields: Any) -> None:
+        try:
+            await self.store.update_job(job.id, **fields)
+        except Exception:  # the user has been answered; a lost status write must not strand the job
+            log.exception("could not record job %s as %s", job.id, fields.get("status"))
 
     async def _notify(self, job: Job, how: str, payload: Any) -> None:
         reply = self._replies.get(job.id)

@@ -266,8 +266,10 @@ class ConversationStore:
         await self._run(lambda: self.db.table("jobs").insert(row))
 
     async def update_job(self, job_id: str, **fields: Any) -> None:
-        """Change a job's status, attempts, error or times."""
-        await self._run(lambda: self.db.table("jobs").update(job_id, fields))
+        """Change a job's status, attempts, error or times (a job /forget-me deleted is left deleted)."""
+        assignments = ", ".join(f"[{name}] = ?" for name in fields)
+        sql = f"UPDATE jobs SET {assignments} WHERE id = ?"
+        await self._run(lambda: self.db.execute(sql, [*fields.values(), job_id]))
 
     async def unfinished_jobs(self) -> list[dict[str, Any]]:
         """Jobs that were queued or running when the process stopped, oldest first."""

@@ -103,3 +103,23 @@ def test_music_generation_stops_when_cancelled() -> None:
 
     with pytest.raises(JobCancelled):
         make_music(MusicRequest("epic", 1, 5.0), cancel)
+
+
+def test_non_latin_prompts_work_and_differ() -> None:
+    fox, cat = render(ImageRequest("狐", 1, 64, 64), 0, quiet), render(ImageRequest("猫の絵", 1, 64, 64), 0, quiet)
+    assert fox.data != cat.data
+    wav, midi = make_music(MusicRequest("песня о море", 4, 2.0), quiet)
+    assert read_wav_info(wav.data)["INAM"] == "песня о море"
+    assert mido.MidiFile(file=io.BytesIO(midi.data)).tracks
+
+
+def test_midi_lead_notes_never_overlap() -> None:
+    for seed in range(10):
+        song = mido.MidiFile(file=io.BytesIO(make_music(MusicRequest("jazz swing", seed, 8.0), quiet)[1].data))
+        sounding: set[int] = set()
+        for message in song.tracks[1]:  # the lead
+            if message.type == "note_on":
+                assert message.note not in sounding
+                sounding.add(message.note)
+            elif message.type == "note_off":
+                sounding.discard(message.note)

@@ -37,7 +37,7 @@ def test_compose_defaults_and_options() -> None:
         ("cat --seed -1", "--seed must be from 0 to 4294967295"),
         ("cat --foo 1", "Unknown option --foo for /imagine; options: --seed, --size, --n, --negative."),
         ("cat --seed", "--seed needs a value, e.g. --seed 42."),
-        ('cat "unclosed', "A quote is not closed"),
+        ('cat --negative "unclosed', "A double quote is not closed"),
     ],
 )
 def test_bad_imagine_arguments_are_explained(args: str, explanation: str) -> None:
@@ -60,3 +60,15 @@ def test_bad_compose_arguments_are_explained(args: str, explanation: str) -> Non
     with pytest.raises(UserInputError) as caught:
         compose_params(args)
     assert explanation in caught.value.user_message
+
+
+def test_apostrophes_dashes_and_arrows_are_prompt_text() -> None:
+    assert imagine_params("a fox's den at dusk --seed 3")["prompt"] == "a fox's den at dusk"
+    assert compose_params("don't stop me now --seed 1")["prompt"] == "don't stop me now"
+    assert imagine_params("an arrow --> pointing up --seed 1")["prompt"] == "an arrow --> pointing up"
+
+
+def test_a_phone_dash_still_starts_an_option() -> None:
+    assert compose_params("rainy jazz —duration 5 –seed 8") | {"prompt": ""} == {
+        "prompt": "", "seed": 8, "duration_s": 5.0, "tempo": None,
+    }

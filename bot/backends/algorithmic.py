@@ -105,12 +105,17 @@ def render_audio(score: Score, seed: int, duration_s: float, progress: Progress)
     return audio * (0.89 / peak)
 
 
+def _latin1(text: str) -> str:
+    """MIDI text events are Latin-1; other scripts become '?' rather than failing the file."""
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
 def midi_bytes(score: Score, metadata: dict[str, str]) -> bytes:
     """The score as a type-1 MIDI file, one track per part, with the provenance as text events."""
     ticks = 480
     song = mido.MidiFile(type=1, ticks_per_beat=ticks)
     conductor = mido.MidiTrack([
-        mido.MetaMessage("track_name", name=metadata["prompt"][:60]),
+        mido.MetaMessage("track_name", name=_latin1(metadata["prompt"][:60])),
         mido.MetaMessage("text", text=f"{AI_NOTICE}; seed {metadata['seed']}; {metadata['backend']}"),
         mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(score.tempo)),
     ])

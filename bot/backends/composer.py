@@ -150,8 +150,19 @@ def compose(prompt: str, seed: int, duration_s: float, tempo: int | None = None)
                 score.notes.append(Note(start + beat + offset, length * 0.95, pitch, float(rng.uniform(0.6, 0.85)), "lead"))
             beat += length
         score.notes += _drums(style.drums, start, rng)
-    score.notes = [n for n in score.notes if n.start < score.beats]
+    score.notes = _no_overlaps([n for n in score.notes if n.start < score.beats])
     return score
+
+
+def _no_overlaps(notes: list[Note]) -> list[Note]:
+    """End each lead note before the next begins: swing shifts starts, and a MIDI note-off of one
+    note must never cut the next note of the same pitch."""
+    lead = sorted((n for n in notes if n.part == "lead"), key=lambda n: n.start)
+    trimmed = [
+        replace(note, length=min(note.length, max(0.05, following.start - note.start - 0.01)))
+        for note, following in zip(lead, lead[1:])
+    ] + lead[-1:]
+    return [n for n in notes if n.part != "lead"] + trimmed
 
 
 def _drums(kind: str | None, start: float, rng: np.random.Generator) -> list[Note]:

@@ -39,7 +39,7 @@ SCENES: dict[str, tuple[str, ...]] = {
     "snow": ("white", "silver", "cyan"), "desert": ("beige", "orange", "brown"), "space": ("black", "navy", "violet"),
     "autumn": ("orange", "brown", "crimson"), "spring": ("pink", "green", "yellow"), "neon": ("magenta", "cyan", "violet"),
 }
-_WORD = re.compile(r"[a-z]+")
+_WORD = re.compile(r"\w+")
 
 
 def _digest(*parts: str) -> bytes:
