@@ -146,6 +146,7 @@ async def bench_pipeline(folder: Path, conversations: int, per_conversation: int
         "core_overhead_p50_ms": pct(overheads, 50),
         "core_overhead_p99_ms": pct(overheads, 99),
         "event_loop_lag_max_ms": round(max(lags) * 1000, 3),
+        "event_loop_lag_p99_ms": pct(lags, 99),
         "markov_reply_p50_ms": pct(backend_times, 50),
         "markov_reply_p99_ms": pct(backend_times, 99),
     }
