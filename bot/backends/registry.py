@@ -63,11 +63,6 @@ def factory_for(kind: str, type_name: str) -> Factory | None:
     return None
 
 
-def register(kind: Kind, type_name: str, target: str) -> None:
-    """Register a built-in factory by its `module:function` path."""
-    BUILTIN[(kind, type_name)] = target
-
-
 async def load(kind: Kind, config: BackendConfig) -> tuple[Any | None, BackendStatus]:
     """Load the configured backend, walking its fallback chain; never raises."""
     reasons: list[str] = []
