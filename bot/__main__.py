@@ -44,11 +44,11 @@ def _parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> Config:
     path = args.config or ("config.yaml" if Path("config.yaml").exists() else None)
     config = load_config(path)
-    if args.db:
-        config = config.model_copy(update={"bot": config.bot.model_copy(update={"db": args.db})})
-    if getattr(args, "output_dir", None):
-        config = config.model_copy(update={"bot": config.bot.model_copy(update={"output_dir": args.output_dir})})
-    return config
+    overrides = {"db": args.db, "output_dir": getattr(args, "output_dir", None)}
+    overrides = {key: value for key, value in overrides.items() if value}
+    if not overrides:
+        return config
+    return config.model_copy(update={"bot": config.bot.model_copy(update=overrides)})
 
 
 async def _start_bot(config: Config) -> Bot:

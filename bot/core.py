@@ -36,6 +36,11 @@ ADMISSION_LIMIT = 16
 MODERATION_CONTEXT_TURNS = 3
 
 
+def _recent_user_turns(history: Sequence[StoredTurn]) -> list[str]:
+    """The user's newest turns (history is newest first): the context moderation judges with."""
+    return [turn.text for turn in history if turn.role == "user"][:MODERATION_CONTEXT_TURNS]
+
+
 @dataclass
 class _ConversationLock:
     lock: asyncio.Lock
@@ -178,7 +183,7 @@ class Bot:
         async with self._admission:
             conversation = await self.store.conversation(message.conversation)
             history = await self.store.history(conversation.id, self.config.bot.history_messages)
-            context = [turn.text for turn in history if turn.role == "user"][:MODERATION_CONTEXT_TURNS]
+            context = _recent_user_turns(history)
             await self._moderate(text, "chat", context)
             await self.store.touch_user(message.user_key, message.author.name)
             turn_id = await self.store.add_turn(conversation.id, "user", text, message.user_key, None, message.id or None)
@@ -246,7 +251,7 @@ class Bot:
         """Check a generation request with the user's recent turns in this conversation; raise if refused."""
         conversation = await self.store.conversation(message.conversation)
         history = await self.store.history(conversation.id, MODERATION_CONTEXT_TURNS * 2)
-        context = [turn.text for turn in history if turn.role == "user"][:MODERATION_CONTEXT_TURNS]
+        context = _recent_user_turns(history)
         await self._moderate(text, kind, context)
 
     async def _moderate(

@@ -74,6 +74,15 @@ def scheduler(store: ConversationStore, runner: Any, **limits: Any) -> Scheduler
     return Scheduler(store, config, {"image": runner})
 
 
+async def left_behind(store: ConversationStore, job_id: str, *, kind: str = "image", prompt: str = "x",
+                      conversation: str = "memory:w:c:", status: str = "queued", attempts: int = 0,
+                      created_at: float | None = None) -> None:
+    """Store a job as a previous run of the bot would have left it."""
+    job = Job(job_id, kind, f"memory:{job_id}", conversation, {"prompt": prompt, "seed": 1},  # type: ignore[arg-type]
+              status=status, attempts=attempts, created_at=created_at or time.time())  # type: ignore[arg-type]
+    await store.insert_job(job.row())
+
+
 async def until(condition: Any, timeout: float = 10.0) -> None:
     """Poll until `condition()` holds (generous deadline: CI machines are slow and shared)."""
     deadline = time.monotonic() + timeout
@@ -237,11 +246,7 @@ async def test_after_a_restart_queued_jobs_run_and_running_ones_retry_once(store
         ("q1", "queued", 0), ("r1", "running", 1), ("r2", "running", 2),
     ]
     for job_id, status, attempts in rows:
-        await store.insert_job({
-            "id": job_id, "kind": "image", "user_id": f"memory:{job_id}", "conversation": "memory:w:c:",
-            "message_id": None, "params": '{"prompt": "x", "seed": 3}', "status": status,
-            "attempts": attempts, "error": None, "created_at": now,
-        })
+        await left_behind(store, job_id, status=status, attempts=attempts, created_at=now)
     runners = Runners()
     jobs = scheduler(store, runners.instant)
     replies: dict[str, MemoryReply] = {}
@@ -325,11 +330,7 @@ async def test_progress_never_arrives_after_the_result(store: ConversationStore)
 
 
 async def test_recovered_jobs_of_an_unavailable_kind_fail_with_a_message(store: ConversationStore) -> None:
-    await store.insert_job({
-        "id": "v1", "kind": "video", "user_id": "memory:a", "conversation": "memory:w:c:", "message_id": None,
-        "params": '{"prompt": "a film", "seed": 1}', "status": "queued", "attempts": 0, "error": None,
-        "created_at": time.time(),
-    })
+    await left_behind(store, "v1", kind="video", prompt="a film")
     replies: dict[str, MemoryReply] = {}
     jobs = scheduler(store, Runners().instant)
     await jobs.start(lambda job: replies.setdefault(job.id, MemoryReply()))
@@ -338,10 +339,7 @@ async def test_recovered_jobs_of_an_unavailable_kind_fail_with_a_message(store: 
 
 
 async def test_recovered_jobs_with_no_way_to_reach_the_user_wait_in_the_store(store: ConversationStore) -> None:
-    await store.insert_job({
-        "id": "s1", "kind": "image", "user_id": "slack:U1", "conversation": "slack:T1:C1:1.2", "message_id": None,
-        "params": '{"prompt": "x", "seed": 1}', "status": "queued", "attempts": 0, "error": None, "created_at": time.time(),
-    })
+    await left_behind(store, "s1", conversation="slack:T1:C1:1.2")
     runners = Runners()
     jobs = scheduler(store, runners.instant)
     await jobs.start(lambda job: None)

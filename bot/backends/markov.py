@@ -225,9 +225,8 @@ class MarkovBackend:
     name = "markov"
     context_tokens = 4096
 
-    def __init__(self, brain: Brain, chunk_words: int = 0, seed: int | None = None) -> None:
+    def __init__(self, brain: Brain, seed: int | None = None) -> None:
         self.brain = brain
-        self.chunk_words = chunk_words
         # Used only on the brain's thread; a seed makes a whole session reproducible.
         self._rng = random.Random(seed)
         # One thread owns the brain, so learning and generating never race.
@@ -241,17 +240,12 @@ class MarkovBackend:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def stream(self, turns: Sequence[Turn], options: TextOptions) -> AsyncIterator[str]:
-        """Answer the last user turn: the whole reply at once (chunk_words=0), or a few words at a time."""
+        """Answer the last user turn in one piece: it exists in full within a millisecond, so
+        chunking it would only add event-loop work per message."""
         prompt = next((turn.text for turn in reversed(turns) if turn.role == "user"), "")
         rng = random.Random(options.seed) if options.seed is not None else self._rng
         text: str = await self._call(self.brain.reply, prompt, options.scope, rng)
-        words = text.split(" ")[: max(1, options.max_tokens)]
-        # The reply exists in full within a millisecond, so by default it goes out in one piece:
-        # chunking it would only add event-loop work per message.
-        step = self.chunk_words or len(words)
-        for start in range(0, len(words), step):
-            piece = " ".join(words[start : start + step])
-            yield piece if start == 0 else " " + piece
+        yield " ".join(text.split(" ")[: max(1, options.max_tokens)])
 
     async def learn(self, texts: Sequence[tuple[str, str]]) -> None:
         """Learn from (scope, text) pairs, queued behind any reply being generated.
