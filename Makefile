@@ -23,6 +23,7 @@ test: setup
 bench: setup
 	$(PY) bench/core.py
 	$(PY) bench/jobs.py
+	$(PY) bench/moderation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info atelier-output

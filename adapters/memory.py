@@ -74,11 +74,19 @@ class MemoryAdapter:
         self._ids = itertools.count(1)
 
     def message(
-        self, text: str, user: str = "alice", conversation: str = "c1", *, admin: bool = False, dm: bool = False
+        self,
+        text: str,
+        user: str = "alice",
+        conversation: str = "c1",
+        *,
+        admin: bool = False,
+        dm: bool = False,
+        nsfw: bool = False,
     ) -> Message:
         """Build the Message a platform event would become."""
         key = ConversationKey("memory", self.workspace, conversation, "")
-        return Message(key, Author(user, user.title(), is_admin=admin), text, id=str(next(self._ids)), is_dm=dm)
+        author = Author(user, user.title(), is_admin=admin)
+        return Message(key, author, text, id=str(next(self._ids)), is_dm=dm, nsfw=nsfw)
 
     async def send(self, text: str, user: str = "alice", conversation: str = "c1", **flags: bool) -> MemoryReply:
         """Deliver one message and wait for the bot's whole answer."""

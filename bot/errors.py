@@ -59,5 +59,16 @@ class RequestRefused(BotError):
     """Moderation blocked the request; the message says what and why."""
 
 
+class CoolingDown(BotError):
+    """The user is on a generation cooldown after repeated refused requests."""
+
+    def __init__(self, seconds_left: float) -> None:
+        minutes = max(1, round(seconds_left / 60))
+        super().__init__(
+            f"Generation is paused for you for about {minutes} more minute(s) after several refused requests; "
+            "/help and /status still work."
+        )
+
+
 class ConfigError(Exception):
     """config.yaml or the environment is wrong; the message names the key or variable to fix."""

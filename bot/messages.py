@@ -63,6 +63,8 @@ class Message:
     attachments: tuple[Attachment, ...] = ()
     reply_to: str | None = None
     is_dm: bool = False
+    # The platform marks the channel NSFW (age-restricted); explicit content still needs the server's opt-in.
+    nsfw: bool = False
     created_at: float = field(default_factory=time.time)
 
     @property

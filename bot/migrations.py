@@ -85,7 +85,34 @@ def _v3_learned_flag(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN learned INTEGER NOT NULL DEFAULT 0")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_core_tables, _v2_jobs, _v3_learned_flag]
+def _v4_moderation_events(db: sqlite_utils.Database) -> None:
+    """Every moderation decision, so admins can review refusals and cooldowns can count them."""
+    db.execute(
+        """CREATE TABLE moderation_events (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            user_id TEXT,
+            scope TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            action TEXT NOT NULL,
+            category TEXT NOT NULL,
+            target TEXT,
+            score REAL NOT NULL,
+            reasons TEXT NOT NULL,
+            excerpt TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX moderation_events_user ON moderation_events(user_id, at)")
+    db.execute("CREATE INDEX moderation_events_scope ON moderation_events(scope, at)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1_core_tables,
+    _v2_jobs,
+    _v3_learned_flag,
+    _v4_moderation_events,
+]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -252,8 +252,13 @@ class ConversationStore:
                     "AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?)",
                     [conversation_id, conversation_id],
                 ).rowcount
-            profile = self.db.execute("DELETE FROM users WHERE id = ?", [user_key]).rowcount > 0
+            # A running cooldown outlives /forget-me (only its timer stays), or forgetting would lift it.
+            profile = self.db.execute(
+                "DELETE FROM users WHERE id = ? AND (cooldown_until IS NULL OR cooldown_until < ?)", [user_key, time.time()]
+            ).rowcount > 0
+            self.db.execute("UPDATE users SET name = NULL WHERE id = ?", [user_key])
             self.db.execute("DELETE FROM jobs WHERE user_id = ?", [user_key])
+            self.db.execute("DELETE FROM moderation_events WHERE user_id = ?", [user_key])
         for key in repersoned:
             self._open.pop(key, None)
         self._known_users.pop(user_key, None)
@@ -276,6 +281,30 @@ class ConversationStore:
         return await self._run(
             lambda: list(self.db.query("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at"))
         )
+
+    # --- moderation ----------------------------------------------------------------------
+
+    async def add_moderation_event(self, row: dict[str, Any]) -> None:
+        """Record one moderation decision."""
+        await self._run(lambda: self.db.table("moderation_events").insert(row))
+
+    async def recent_blocks(self, user_key: str, since: float) -> int:
+        """How many of a user's requests were refused since a time (generated-text refusals do not count)."""
+        sql = "SELECT COUNT(*) FROM moderation_events WHERE user_id = ? AND at >= ? AND action = 'block' AND kind != 'output'"
+        return await self._run(lambda: int(self.db.execute(sql, [user_key, since]).fetchone()[0]))
+
+    async def set_cooldown(self, user_key: str, until: float) -> None:
+        """Pause a user's generation until a time."""
+        sql = (
+            "INSERT INTO users (id, created_at, cooldown_until) VALUES (?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET cooldown_until = excluded.cooldown_until, strikes = strikes + 1"
+        )
+        await self._run(lambda: self.db.execute(sql, [user_key, time.time(), until]))
+
+    async def active_cooldowns(self) -> dict[str, float]:
+        """Users whose cooldown has not ended yet, with its end time."""
+        sql = "SELECT id, cooldown_until FROM users WHERE cooldown_until > ?"
+        return await self._run(lambda: {row[0]: row[1] for row in self.db.execute(sql, [time.time()])})
 
     # --- inspection ----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from bot.config import Config, parse_config
 from bot.core import Bot
 from bot.store import ConversationStore
 from moderation import Moderator
+from moderation.classifier import Classifier
 from tests.fakes import QueuedTextBackend
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,12 +51,24 @@ def backend() -> QueuedTextBackend:
     return QueuedTextBackend()
 
 
+@pytest.fixture(scope="session")
+def classifier() -> Classifier:
+    """The real moderation classifier (all-MiniLM-L6-v2 + head), built once per test run."""
+    return Classifier.build()
+
+
 @pytest.fixture
-async def bot(config: Config, backend: QueuedTextBackend) -> AsyncIterator[Bot]:
-    """A bot on the queued backend with a real store."""
+def moderator(classifier: Classifier) -> Moderator:
+    """The real moderator with the default policy."""
+    return Moderator(classifier)
+
+
+@pytest.fixture
+async def bot(config: Config, backend: QueuedTextBackend, moderator: Moderator) -> AsyncIterator[Bot]:
+    """A bot on the queued backend with a real store and real moderation."""
     store = await ConversationStore.open(config.bot.db)
     status = registry.BackendStatus("text", "queued", "queued")
-    instance = Bot(config, store, backend, [status], Moderator())
+    instance = Bot(config, store, backend, [status], moderator)
     yield instance
     await instance.close()
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from bot.backends.base import TextOptions
 from bot.messages import Turn
+from moderation import Kind, Moderator, Verdict
 
 
 class QueuedTextBackend:
@@ -47,3 +48,19 @@ class QueuedTextBackend:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+Rule = Callable[[str, Kind], Awaitable[Verdict]]
+
+
+class RuleModerator(Moderator):
+    """A Moderator whose verdicts come from the test's rule (for core tests that need a given verdict)."""
+
+    def __init__(self, rule: Rule) -> None:
+        super().__init__(None)
+        self.available = True
+        self.rule = rule
+
+    async def check(self, text: str, kind: Kind, context: Sequence[str] = (), **where: object) -> Verdict:
+        """Ask the rule."""
+        return await self.rule(text, kind)

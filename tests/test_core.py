@@ -13,8 +13,8 @@ from bot.backends import registry
 from bot.config import Config
 from bot.core import Bot
 from bot.store import ConversationStore
-from moderation import Moderator, Verdict
-from tests.fakes import QueuedTextBackend
+from moderation import Kind, Moderator, Verdict
+from tests.fakes import QueuedTextBackend, RuleModerator
 
 
 async def test_reply_is_streamed_and_both_turns_are_stored(chat: MemoryAdapter, bot: Bot, backend: QueuedTextBackend, config: Config) -> None:
@@ -92,14 +92,14 @@ async def test_a_failing_backend_is_answered_briefly_and_others_keep_working(
 
 
 async def test_unexpected_bug_is_logged_with_a_reference_the_user_can_quote(
-    config: Config, caplog: pytest.LogCaptureFixture
+    config: Config, caplog: pytest.LogCaptureFixture, moderator: Moderator
 ) -> None:
     class BrokenStore(ConversationStore):
         async def history(self, conversation_id: int, limit: int) -> list:  # type: ignore[override]
             raise KeyError("oops")
 
     store = await BrokenStore.open(config.bot.db)
-    bot = Bot(config, store, QueuedTextBackend(), [registry.BackendStatus("text", "q", "q")], Moderator())
+    bot = Bot(config, store, QueuedTextBackend(), [registry.BackendStatus("text", "q", "q")], moderator)
     try:
         with caplog.at_level(logging.ERROR):
             texts = await MemoryAdapter(bot).say("hello")
@@ -110,12 +110,12 @@ async def test_unexpected_bug_is_logged_with_a_reference_the_user_can_quote(
     assert ref in caplog.text
 
 
-async def test_a_stalled_backend_times_out_with_a_clear_message(tmp_path, backend: QueuedTextBackend) -> None:
+async def test_a_stalled_backend_times_out_with_a_clear_message(tmp_path, backend: QueuedTextBackend, moderator: Moderator) -> None:
     from tests.conftest import make_config
 
     config = make_config(tmp_path, backends={"text": {"type": "markov", "timeout_s": 0.2}})
     store = await ConversationStore.open(config.bot.db)
-    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], Moderator())
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], moderator)
     backend.queue(asyncio.Event())  # never set
     try:
         texts = await MemoryAdapter(bot).say("hello")
@@ -132,14 +132,13 @@ async def test_when_moderation_cannot_run_nothing_is_generated(chat: MemoryAdapt
 
 
 async def test_a_blocked_request_is_refused_and_not_stored(config: Config, backend: QueuedTextBackend) -> None:
-    class Blocking(Moderator):
-        async def check(self, text, kind, context=()):  # type: ignore[no-untyped-def]
-            if "forbidden" in text:
-                return Verdict("block", "fraud", message="I can't help write phishing messages.")
-            return Verdict("allow")
+    async def blocking(text: str, kind: Kind) -> Verdict:
+        if "forbidden" in text:
+            return Verdict("block", "fraud", message="I can't help write phishing messages.")
+        return Verdict("allow")
 
     store = await ConversationStore.open(config.bot.db)
-    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], Blocking())
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], RuleModerator(blocking))
     try:
         assert await MemoryAdapter(bot).say("something forbidden") == ["I can't help write phishing messages."]
         assert backend.prompts == []
@@ -192,7 +191,9 @@ async def test_markov_bot_answers_on_topic_and_learns_per_workspace(markov_bot: 
     assert "quibbles" not in unheard
 
 
-async def test_slow_adapter_pacing_does_not_count_against_the_model_timeout(tmp_path, backend: QueuedTextBackend) -> None:
+async def test_slow_adapter_pacing_does_not_count_against_the_model_timeout(
+    tmp_path, backend: QueuedTextBackend, moderator: Moderator
+) -> None:
     from tests.conftest import make_config
 
     class SlowReply(MemoryReply):
@@ -206,7 +207,7 @@ async def test_slow_adapter_pacing_does_not_count_against_the_model_timeout(tmp_
 
     config = make_config(tmp_path, backends={"text": {"type": "markov", "timeout_s": 0.25}})
     store = await ConversationStore.open(config.bot.db)
-    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], Moderator())
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], moderator)
     backend.queue("one two three four five six")
     reply = SlowReply()
     try:
@@ -217,14 +218,13 @@ async def test_slow_adapter_pacing_does_not_count_against_the_model_timeout(tmp_
 
 
 async def test_blocked_output_is_withdrawn_and_not_stored(config: Config, backend: QueuedTextBackend) -> None:
-    class OutputFilter(Moderator):
-        async def check(self, text, kind, context=()):  # type: ignore[no-untyped-def]
-            if kind == "output" and "leak" in text:
-                return Verdict("block", "harassment", message="I wrote something I can't post; ask me another way.")
-            return Verdict("allow")
+    async def output_filter(text: str, kind: Kind) -> Verdict:
+        if kind == "output" and "leak" in text:
+            return Verdict("block", "harassment", message="I wrote something I can't post; ask me another way.")
+        return Verdict("allow")
 
     store = await ConversationStore.open(config.bot.db)
-    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], OutputFilter())
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], RuleModerator(output_filter))
     backend.queue("here is the leak")
     try:
         reply = await MemoryAdapter(bot).send("tell me")
@@ -242,14 +242,13 @@ async def test_conversation_locks_are_released(chat: MemoryAdapter, bot: Bot) ->
 
 
 async def test_forget_me_during_another_users_first_message(config: Config, backend: QueuedTextBackend) -> None:
-    class SlowForBob(Moderator):
-        async def check(self, text, kind, context=()):  # type: ignore[no-untyped-def]
-            if "bob" in text:
-                await asyncio.sleep(0.1)
-            return Verdict("allow")
+    async def slow_for_bob(text: str, kind: Kind) -> Verdict:
+        if "bob" in text:
+            await asyncio.sleep(0.1)
+        return Verdict("allow")
 
     store = await ConversationStore.open(config.bot.db)
-    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], SlowForBob())
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], RuleModerator(slow_for_bob))
     chat = MemoryAdapter(bot)
     try:
         await chat.say("alice was here", user="alice", conversation="old")

@@ -1,0 +1,154 @@
+"""Moderation benchmark: accuracy on public evaluation sets, evasion robustness, latency and throughput.
+
+Reads ../shared/eval/moderation/dev.jsonl (measurement only: nothing there is trained on) and
+prints one JSON object. Run: `python bench/moderation.py [--eval PATH] [--limit N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from moderation import Moderator
+
+DEFAULT_EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "moderation" / "dev.jsonl"
+_LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
+_CYRILLIC = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у", "i": "і", "s": "ѕ"})
+
+
+def leetspeak(text: str) -> str:
+    """Digits for letters in every word of four or more letters."""
+    return " ".join(word.translate(_LEET) if len(word) >= 4 else word for word in text.split(" "))
+
+
+def homoglyphs(text: str) -> str:
+    """Cyrillic look-alikes for Latin letters, everywhere."""
+    return text.translate(_CYRILLIC)
+
+
+def zero_width(text: str) -> str:
+    """A zero-width space between the letters of every word."""
+    return " ".join("\u200b".join(word) for word in text.split(" "))
+
+
+def spacing(text: str) -> str:
+    """Letters of every word of four or more letters spaced apart."""
+    return " ".join(" ".join(word) if len(word) >= 4 else word for word in text.split(" "))
+
+
+TRANSFORMS = {"leetspeak": leetspeak, "homoglyphs": homoglyphs, "zero_width": zero_width, "spacing": spacing}
+
+
+async def verdicts(moderator: Moderator, texts: list[str]) -> list[Any]:
+    """Check many texts concurrently (the batcher groups them)."""
+    return await asyncio.gather(*(moderator.check(text, "chat") for text in texts))
+
+
+def f1(tp: int, fp: int, fn: int) -> float:
+    """F1 from counts."""
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+async def accuracy(moderator: Moderator, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-source metrics, per-category confusion and evasion recall."""
+    results = await verdicts(moderator, [row["text"] for row in rows])
+    report: dict[str, Any] = {}
+    by_source: dict[str, list[tuple[dict[str, Any], Any]]] = defaultdict(list)
+    for row, verdict in zip(rows, results, strict=True):
+        by_source[row["source"]].append((row, verdict))
+    for source, pairs in sorted(by_source.items()):
+        tp = sum(1 for row, v in pairs if row["label"] == "block" and v.blocked)
+        fn = sum(1 for row, v in pairs if row["label"] == "block" and not v.blocked)
+        fp = sum(1 for row, v in pairs if row["label"] == "allow" and v.blocked)
+        tn = sum(1 for row, v in pairs if row["label"] == "allow" and not v.blocked)
+        entry: dict[str, Any] = {"n": len(pairs), "recall": round(tp / max(tp + fn, 1), 3)}
+        if fp + tn:
+            entry |= {"f1": round(f1(tp, fp, fn), 3), "fpr": round(fp / (fp + tn), 3), "precision": round(tp / max(tp + fp, 1), 3)}
+        per_category: dict[str, dict[str, Any]] = {}
+        for category in sorted({row["category"] for row, _ in pairs}):
+            subset = [(row, v) for row, v in pairs if row["category"] == category]
+            blocked = Counter(v.category for _, v in subset if v.blocked)
+            per_category[category] = {
+                "label": subset[0][0]["label"],
+                "blocked": f"{sum(blocked.values())}/{len(subset)}",
+                "as": dict(blocked.most_common()),
+            }
+        entry["categories"] = per_category
+        report[source] = entry
+
+    blocked_rows = [row for row in rows if row["label"] == "block"]
+    base = [v.blocked for v, row in zip(results, rows, strict=True) if row["label"] == "block"]
+    base_recall = sum(base) / max(len(base), 1)
+    evasion: dict[str, Any] = {"base_recall": round(base_recall, 3)}
+    for name, transform in TRANSFORMS.items():
+        transformed = await verdicts(moderator, [transform(row["text"]) for row in blocked_rows])
+        recall = sum(v.blocked for v in transformed) / max(len(transformed), 1)
+        evasion[name] = {"recall": round(recall, 3), "drop_points": round(100 * (base_recall - recall), 1)}
+    report["evasion"] = evasion
+    return report
+
+
+async def speed(moderator: Moderator, texts: list[str]) -> dict[str, Any]:
+    """Single-message latency (one at a time) and batched throughput (many at once)."""
+    for text in texts[:10]:
+        await moderator.check(text, "chat")  # warm-up
+    latencies = []
+    for text in texts[:300]:
+        started = time.perf_counter()
+        await moderator.check(text, "chat")
+        latencies.append((time.perf_counter() - started) * 1000)
+    latencies.sort()
+    many = (texts * (1000 // max(len(texts), 1) + 1))[:1000]
+    started = time.perf_counter()
+    await verdicts(moderator, many)
+    elapsed = time.perf_counter() - started
+    return {
+        "latency_ms": {
+            "p50": round(latencies[len(latencies) // 2], 2),
+            "p99": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+            "max": round(latencies[-1], 2),
+        },
+        "throughput_msgs_per_s": round(len(many) / elapsed, 1),
+    }
+
+
+async def main() -> None:
+    """Load the moderator, measure, print JSON."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--eval", type=Path, default=DEFAULT_EVAL, help="the unified dev.jsonl")
+    parser.add_argument("--limit", type=int, default=0, help="measure on a random sample of N lines")
+    parser.add_argument("--skip-speed", action="store_true")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    moderator = await Moderator.load()
+    load_s = time.perf_counter() - started
+    if not moderator.available:
+        print(json.dumps({"error": moderator.problem}))
+        return
+    out: dict[str, Any] = {"load_s": round(load_s, 2)}
+    if args.eval.exists():
+        rows = [json.loads(line) for line in args.eval.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if args.limit:
+            rows = random.Random(0).sample(rows, min(args.limit, len(rows)))
+        out["eval"] = await accuracy(moderator, rows)
+        texts = [row["text"] for row in rows]
+    else:
+        out["eval"] = f"no evaluation set at {args.eval}; accuracy not measured"
+        texts = ["a watercolor fox in the snow", "how do I kill a python process?", "make a song about summer"]
+    if not args.skip_speed:
+        out["speed"] = await speed(moderator, texts)
+    await moderator.close()
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,146 @@
+"""What follows a moderation decision: the stored event, the log-channel hook, and cooldowns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import ModerationSection
+from bot.errors import CoolingDown
+from bot.messages import Message
+from bot.store import ConversationStore
+from moderation import Kind, Moderator, Policy, Verdict
+
+log = logging.getLogger(__name__)
+EXCERPT_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationEvent:
+    """A refused request (or generated text), as the admin log channel sees it."""
+
+    message: Message
+    kind: Kind
+    verdict: Verdict
+    excerpt: str
+    cooldown_started: bool
+
+
+EventListener = Callable[[ModerationEvent], Awaitable[None]]
+
+
+def _policy(section: ModerationSection, **override: object) -> Policy:
+    merged = {
+        "actions": section.actions,
+        "thresholds": section.thresholds,
+        "strict_public_figures": section.strict_public_figures,
+        "allow_nsfw": section.allow_nsfw,
+    }
+    merged |= {key: value for key, value in override.items() if value is not None}
+    return Policy(**merged)  # type: ignore[arg-type]
+
+
+async def load_moderator(section: ModerationSection) -> Moderator:
+    """The Moderator the config describes: default policy, per-server overrides, admin examples."""
+    servers = {
+        scope: _policy(
+            section,
+            actions={**section.actions, **server.actions},
+            thresholds={**section.thresholds, **server.thresholds},
+            strict_public_figures=server.strict_public_figures,
+            allow_nsfw=server.allow_nsfw,
+        )
+        for scope, server in section.servers.items()
+    }
+    return await Moderator.load(
+        _policy(section),
+        servers,
+        enabled=section.enabled,
+        model_path=Path(section.model) if section.model else None,
+        cache_dir=Path(section.cache_dir) if section.cache_dir else None,
+        examples=section.examples,
+    )
+
+
+class Enforcement:
+    """Stores every decision, tells listeners about refusals, and puts repeat offenders on a cooldown."""
+
+    def __init__(self, store: ConversationStore, settings: ModerationSection) -> None:
+        self.store = store
+        self.settings = settings
+        self.listeners: list[EventListener] = []
+        self._cooldowns: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def load(self) -> None:
+        """Pick up cooldowns that were running when the process stopped."""
+        self._cooldowns = await self.store.active_cooldowns()
+
+    def check_cooldown(self, user_key: str) -> None:
+        """Raise CoolingDown while the user's generation is paused."""
+        until = self._cooldowns.get(user_key)
+        if until is None:
+            return
+        left = until - time.time()
+        if left <= 0:
+            del self._cooldowns[user_key]
+            return
+        raise CoolingDown(left)
+
+    async def record(self, message: Message, kind: Kind, text: str, verdict: Verdict) -> str:
+        """Store the decision; for a refusal, notify listeners and return any cooldown notice."""
+        now = time.time()
+        blocked = verdict.blocked
+        await self.store.add_moderation_event(
+            {
+                "at": now,
+                "user_id": message.user_key,
+                "scope": message.conversation.scope,
+                "conversation": str(message.conversation),
+                "kind": kind,
+                "action": verdict.action,
+                "category": verdict.category,
+                "target": verdict.target,
+                "score": round(verdict.score, 4),
+                "reasons": json.dumps(verdict.reasons),
+                # Only refusals keep their words, for admins to review; allowed text lives in messages.
+                "excerpt": text[:EXCERPT_CHARS] if blocked else None,
+            }
+        )
+        if not blocked:
+            return ""
+        notice = ""
+        cooldown = self.settings.cooldown
+        if kind != "output" and cooldown.duration_s > 0:
+            recent = await self.store.recent_blocks(message.user_key, now - cooldown.window_s)
+            if recent >= cooldown.blocks and message.user_key not in self._cooldowns:
+                until = now + cooldown.duration_s
+                self._cooldowns[message.user_key] = until
+                await self.store.set_cooldown(message.user_key, until)
+                notice = (
+                    f" That's {recent} refused requests in {cooldown.window_s / 60:g} min, so generation is paused "
+                    f"for you for {cooldown.duration_s / 60:g} min."
+                )
+        event = ModerationEvent(message, kind, verdict, text[:EXCERPT_CHARS], bool(notice))
+        for listener in self.listeners:
+            # Posting to a log channel must not hold up the user's answer.
+            task = asyncio.create_task(self._notify(listener, event), name="moderation-log")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return notice
+
+    async def _notify(self, listener: EventListener, event: ModerationEvent) -> None:
+        try:
+            await listener(event)
+        except Exception:
+            log.exception("a moderation log listener failed")
+
+    async def drain(self) -> None:
+        """Wait for log-channel posts in flight (on shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,138 @@
+"""`python -m moderation classify | check`: the moderation layer from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from moderation import Moderator, Verdict
+
+KINDS = ("chat", "image", "music")
+EXIT_CONFIG = 2
+# Lines classified together: enough to fill the batcher, little enough to keep memory flat.
+CHUNK = 256
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m moderation", description="Atelier's moderation layer.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{classify,check}")
+    classify = sub.add_parser(
+        "classify",
+        help="JSONL {id, text, kind} on stdin -> JSONL verdicts on stdout",
+        description='Read JSONL lines {"id", "text", "kind"} (kind: chat | image | music) on stdin; write one '
+        'line {"id", "action", "category", "target", "score"} per input, in order.',
+    )
+    check = sub.add_parser("check", help="print the verdict on one text", description="Print the verdict on one text.")
+    check.add_argument("text", help="the prompt or message to judge")
+    check.add_argument("--kind", choices=KINDS, default="chat", help="what the text asks for (default chat)")
+    check.add_argument("--scope", default=None, help='server scope whose policy applies, e.g. "discord:1234"')
+    for command in (classify, check):
+        command.add_argument("--config", metavar="PATH", help="config.yaml to use (default: ./config.yaml if present)")
+    return parser
+
+
+async def _moderator(config_path: str | None) -> Moderator:
+    from bot.config import load_config
+    from bot.enforcement import load_moderator
+
+    path = config_path or ("config.yaml" if Path("config.yaml").exists() else None)
+    section = load_config(path).moderation
+    if not section.enabled:
+        section = section.model_copy(update={"enabled": True})  # the tool exists to classify
+    return await load_moderator(section)
+
+
+def _parse_line(line: str) -> tuple[Any, str, str, str]:
+    """(id, text, kind, problem) from one input line; `problem` says why a line cannot be used."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as error:
+        return None, "", "", f"not JSON ({error.msg} at column {error.colno}); send one JSON object per line"
+    if not isinstance(data, dict):
+        return None, "", "", 'each line must be a JSON object like {"id": 1, "text": "...", "kind": "chat"}'
+    ident, text, kind = data.get("id"), data.get("text"), data.get("kind", "chat")
+    if not isinstance(text, str):
+        return ident, "", "", '"text" must be a string'
+    if kind not in KINDS:
+        return ident, "", "", f'"kind" must be one of {", ".join(KINDS)}'
+    return ident, text, kind, ""
+
+
+def _row(ident: Any, verdict: Verdict) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "action": verdict.action,
+        "category": verdict.category,
+        "target": verdict.target,
+        "score": round(verdict.score, 4),
+    }
+
+
+async def _classify_chunk(moderator: Moderator, lines: Sequence[str]) -> list[dict[str, Any]]:
+    async def one(line: str) -> dict[str, Any]:
+        ident, text, kind, problem = _parse_line(line)
+        if problem:
+            return {"id": ident, "action": "error", "message": problem}
+        try:
+            return _row(ident, await moderator.check(text, kind))  # type: ignore[arg-type]
+        except Exception as error:  # one bad line must not end the run
+            return {"id": ident, "action": "error", "message": f"could not classify: {error}"}
+
+    return list(await asyncio.gather(*(one(line) for line in lines)))
+
+
+async def _classify(moderator: Moderator) -> None:
+    chunk: list[str] = []
+    for raw in sys.stdin:
+        if raw.strip():
+            chunk.append(raw)
+        if len(chunk) >= CHUNK:
+            _emit(await _classify_chunk(moderator, chunk))
+            chunk = []
+    if chunk:
+        _emit(await _classify_chunk(moderator, chunk))
+
+
+def _emit(rows: Sequence[dict[str, Any]]) -> None:
+    for row in rows:
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+async def _run(args: argparse.Namespace) -> int:
+    moderator = await _moderator(args.config)
+    try:
+        if not moderator.available:
+            print(f"moderation: cannot run: {moderator.problem}", file=sys.stderr)
+            return 1
+        if args.command == "classify":
+            await _classify(moderator)
+        else:
+            verdict = await moderator.check(args.text, args.kind, scope=args.scope)
+            print(json.dumps({**_row(None, verdict), "reasons": list(verdict.reasons), "message": verdict.message}))
+    finally:
+        await moderator.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    from bot.config import ConfigError
+
+    try:
+        return asyncio.run(_run(args))
+    except ConfigError as error:
+        print(f"moderation: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (KeyboardInterrupt, BrokenPipeError):
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

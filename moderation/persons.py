@@ -1,0 +1,142 @@
+"""Real-person detection: @-mentions, named public figures, described private persons, full names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from moderation.normalize import normalize
+
+TargetKind = Literal["member", "public_figure", "private_person", "pictured_person", "named_person"]
+FIGURES_FILE = Path(__file__).with_name("public_figures.yaml")
+
+# Discord <@123>, <@!123>; Slack <@U123ABC> or <@U123ABC|name>.
+_MENTION = re.compile(r"<@!?([A-Z0-9]+)(?:\|([^>]+))?>")
+_RELATION = (
+    r"ex|ex[- ]?(?:girlfriend|boyfriend|wife|husband|partner)|girlfriend|boyfriend|gf|bf|wife|husband|partner|"
+    r"fianc[eé]e?|crush|date|co-?worker|colleague|boss|manager|employee|intern|classmate|class mate|schoolmate|"
+    r"teacher|professor|tutor|student|coach|teammate|neighbou?r|landlord|landlady|roommate|flatmate|housemate|"
+    r"friend|best friend|bestie|sister|brother|step-?sister|step-?brother|step-?mom|step-?mother|mom|mum|mother|"
+    r"dad|father|aunt|uncle|cousin|niece|nephew|daughter|son|mother-in-law|sister-in-law|babysitter|nanny|"
+    r"doctor|nurse|therapist|pastor|priest|barista|cashier|waitress|waiter|secretary|assistant|client|customer"
+)
+_RELATIVE = re.compile(rf"\b(?:my|our|his|her|their|your)\s+(?:\w+\s+)?(?:{_RELATION})\b")
+_DESCRIBED = re.compile(
+    r"\b(?:a|the|this|that|some)\s+(?:girl|boy|woman|man|guy|lady|dude|chick|person|kid|teen)\s+"
+    r"(?:from|at|in|who|i\s+(?:know|met|like|saw)|next door|down the street|on my)\b"
+    r"|\b(?:girl|boy|woman|man|guy|lady|person)\s+(?:from|at|in)\s+(?:my|our|the)\s+(?:class|school|office|work|gym|"
+    r"church|team|building|street|dorm|job)\b"
+)
+_PICTURED = re.compile(
+    r"\b(?:this|the|my|attached|uploaded|her|his)\s+(?:photo|picture|pic|image|selfie|snap|video|recording|"
+    r"voice note|voice message|audio)\b|\b(?:in|from)\s+the\s+(?:photo|picture|pic|image|attachment)\b"
+)
+# "sung by Drake", "in the voice of Adele": whoever follows is a singer or speaker, single name or not.
+_VOICE_OF = re.compile(
+    r"\b(?:sung by|sang by|in the voice of|voice of|vocals by|voiced by|narrated by|as if sung by)\s+"
+    r"([A-Z][\w'’.\-]+(?:\s+[A-Z][\w'’.\-]+){0,2})"
+)
+# Two or three capitalised words ("Jenna Ortega", "Mary Ann Smith"): likely a person's name.
+_FULL_NAME = re.compile(r"\b([A-Z][a-z'’\-]{1,20})\s+([A-Z][a-z'’\-]{1,20})(?:\s+([A-Z][a-z'’\-]{1,20}))?\b")
+_NOT_NAMES = frozenset(
+    """a an the and or of in on at to for with by from as is are be make create draw generate show write give please
+    paint render imagine compose picture photo image portrait song music tune track style new old big little young
+    north south east west united saint san santa los las el la le de van von mount lake river street city
+    monday tuesday wednesday thursday friday saturday sunday january february march april may june july august
+    september october november december christmas easter halloween god jesus christ lord mr mrs ms dr sir lady
+    happy merry good dear hello hi hey thanks thank ai chat gpt star wars harry potter lord rings marvel disney
+    pokemon mario zelda minecraft fortnite batman superman spider man iron captain america doctor who sherlock""".split()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A real (or possibly real) person a request is about."""
+
+    kind: TargetKind
+    name: str
+
+    @property
+    def confirmed(self) -> bool:
+        """True when the person is known to be real (not just a capitalised name)."""
+        return self.kind != "named_person"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    pattern: re.Pattern[str]
+    names: dict[str, str]
+
+
+@cache
+def _figures(path: Path = FIGURES_FILE) -> _Figures:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    names: dict[str, str] = {}
+    for figure in data.get("figures", []):
+        for alias in [figure["name"], *figure.get("aliases", [])]:
+            names.setdefault(normalize(str(alias)), figure["name"])
+    for title in data.get("titles", []):
+        names.setdefault(normalize(str(title)), str(title))
+    # Longest first, so "george w bush" wins over "bush".
+    alternation = "|".join(re.escape(alias) for alias in sorted(names, key=len, reverse=True) if alias)
+    return _Figures(re.compile(rf"(?<!\w)(?:{alternation})(?:'s|’s)?(?!\w)"), names)
+
+
+def public_figure(normalized: str) -> str | None:
+    """The canonical name of the first well-known person the (normalised) text names."""
+    figures = _figures()
+    match = figures.pattern.search(normalized)
+    if match is None:
+        return None
+    alias = re.sub(r"(?:'s|’s)$", "", match.group(0))
+    return figures.names.get(alias, alias)
+
+
+def _full_name(original: str) -> str | None:
+    words = original.split()
+    capitalised = sum(1 for word in words if word[:1].isupper())
+    if len(words) >= 4 and capitalised / len(words) > 0.6:
+        return None  # Title Case Prompt: capitals carry no signal
+    for match in _FULL_NAME.finditer(original):
+        parts = [part for part in match.groups() if part]
+        if not any(part.lower().strip("'’-") in _NOT_NAMES for part in parts):
+            return " ".join(parts)
+    return None
+
+
+def find_target(
+    text: str, normalized: str | None = None, mentions: Sequence[str] = (), with_attachment: bool = False
+) -> Target | None:
+    """The person a request is about, most certain first: member, public figure, private person, photo, name."""
+    normalized = normalize(text) if normalized is None else normalized
+    mention = _MENTION.search(text)
+    if mention is not None:
+        return Target("member", f"@{mention.group(2) or mention.group(1)}")
+    if mentions:
+        return Target("member", f"@{mentions[0]}")
+    figure = public_figure(normalized)
+    if figure is not None:
+        return Target("public_figure", figure)
+    relative = _RELATIVE.search(normalized)
+    if relative is not None:
+        return Target("private_person", relative.group(0))
+    if with_attachment or _PICTURED.search(normalized):
+        return Target("pictured_person", "the person in the photo")
+    if _DESCRIBED.search(normalized):
+        return Target("private_person", "a person you know")
+    voice = _VOICE_OF.search(text)
+    if voice is not None:
+        return Target("named_person", voice.group(1))
+    name = _full_name(text)
+    if name is not None:
+        return Target("named_person", name)
+    return None

@@ -1,0 +1,175 @@
+"""Policy: classifier label × real-person target × kind → action, and the sentence a refused user reads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from moderation.persons import Target
+
+Action = Literal["allow", "block"]
+Kind = Literal["chat", "image", "music", "output"]
+CATEGORIES = (
+    "ncii", "minors", "sexual", "deceptive_fake", "voice_clone", "fraud", "harassment", "violence_weapons", "self_harm",
+)  # fmt: skip
+# Labels the head learns → the category a verdict reports. fake_media and voice need a real person.
+LABEL_CATEGORY = {
+    "sexual": "sexual", "minors": "minors", "fake_media": "deceptive_fake", "disinfo": "deceptive_fake",
+    "voice": "voice_clone", "fraud": "fraud", "cyber": "violence_weapons", "violence": "violence_weapons",
+    "weapons": "violence_weapons", "crime": "violence_weapons", "harassment": "harassment", "hate": "harassment",
+    "privacy": "harassment", "self_harm": "self_harm",
+}  # fmt: skip
+# Chosen on the measured trade-off (README, "Moderation"): lower refuses more look-alike harmless
+# requests, higher lets more harmful ones through.
+DEFAULT_THRESHOLD = 0.6
+# Generated text is judged more leniently than requests: the head learned from requests, and an
+# answer that explains history or names people reads unlike any of them.
+OUTPUT_THRESHOLD = 0.9
+# Labels that can refuse generated text; the others need a request to make sense (a fake of whom?).
+OUTPUT_LABELS = frozenset({"weapons", "cyber", "crime", "violence", "self_harm", "hate", "fraud"})
+
+_MINOR = (
+    r"child|children|kid|kids|minor|minors|underage|under-age|under 18|preteen|pre-teen|tween|teen|teens|teenage|"
+    r"teenager|schoolgirl|schoolboy|school girl|school boy|little girl|little boy|young girl|young boy|toddler|baby|"
+    r"infant|loli|lolita|shota|jailbait|(?:[1-9]|1[0-7])[- ]?(?:yo|y/o|years?[- ]old|yrs?[- ]old)|"
+    r"grade ?school|middle school(?:er)?|elementary school|high school(?:er)?|year 9|9th grade|8th grade|7th grade"
+)
+_SEXUAL = (
+    r"sex|sexual|sexy|sexualized|nude|nudes|naked|nudity|porn|porno|pornographic|erotic|erotica|nsfw|explicit|"
+    r"topless|bottomless|lingerie|undress|undressed|undressing|strip|stripping|striptease|boobs|tits|breasts|"
+    r"genitals|penis|vagina|orgasm|aroused|horny|fetish|bdsm|hentai|lewd|onlyfans|seductive|intimate|"
+    r"in (?:her|his|their) underwear|bikini|make out|making out|molest|molesting|grope|groping"
+)
+MINOR_SEXUAL = re.compile(rf"\b(?:{_MINOR})\b.*\b(?:{_SEXUAL})\b|\b(?:{_SEXUAL})\b.*\b(?:{_MINOR})\b")
+SEXUAL_WORDS = re.compile(rf"\b(?:{_SEXUAL})\b")
+REALISM = re.compile(
+    r"\b(?:photo|photos|photograph|photographic|photorealistic|photo-realistic|realistic|hyperrealistic|"
+    r"hyper-realistic|lifelike|real life|footage|cctv|security camera|bodycam|dashcam|selfie|snapshot|leaked|"
+    r"paparazzi|candid|mugshot|news photo|press photo|dslr|35mm|4k|8k|hd|raw photo|documentary|screenshot|"
+    r"video|recording|voice note|audio|tweet|post)\b"
+)
+STYLISED = re.compile(
+    r"\b(?:cartoon|cartoonish|caricature|painting|painted|oil painting|watercolou?r|sketch|drawing|drawn|"
+    r"illustration|illustrated|comic|anime|manga|pixel art|low poly|claymation|lego|statue|sculpture|"
+    r"emoji|chibi|muppet|puppet|pop art|cubist|impressionist|stained glass|woodcut|satire|satirical|parody|"
+    r"clearly labell?ed|as a meme)\b"
+)
+VOICE = re.compile(
+    r"\b(?:in the voice of|in (?:the )?style of (?:the )?voice|voice of|sung by|sang by|vocals by|vocals from|"
+    r"voiced by|narrated by|(?:'s|’s) (?:real )?(?:voice|vocals)|voice clone|clone (?:the |his |her |their |my )?voice|"
+    r"cloned voice|imitat\w* (?:the )?voice|mimic\w* (?:the )?voice|deepfake (?:audio|voice)|as if sung by|feat\.|ft\.)"
+)
+REFUSALS: dict[str, str] = {
+    "ncii": "I can't make sexual or intimate content of a real person ({target}).",
+    "minors": "I can't make anything sexual involving minors.",
+    "sexual": "I can't make explicit sexual content here (only in NSFW channels where the server has enabled it).",
+    "fake_media": "I can't make realistic fakes of a real person ({target}); a clearly stylised cartoon or painting is fine.",
+    "disinfo": "I can't write disinformation or deceptive content meant to pass as real.",
+    "voice_clone": "I can't imitate a real person's voice ({target}); describe a style or genre instead, like \"breathy 80s synth-pop vocals\".",
+    "strict": "This server doesn't allow generating named real people ({target}); try a fictional or generic person.",
+    "fraud": "I can't help with scams, phishing or fraud.",
+    "cyber": "I can't help with malware or breaking into systems or accounts.",
+    "violence": "I can't help with hurting people or animals.",
+    "weapons": "I can't help with weapons or making dangerous substances.",
+    "crime": "I can't help with that kind of crime.",
+    "harassment": "I can't help target or harass someone.",
+    "hate": "I can't write content that demeans people for who they are.",
+    "privacy": "I can't help find or expose someone's private information.",
+    "self_harm": "I can't help with that, but you don't have to face it alone: please reach out to someone you trust or a local crisis line.",
+}  # fmt: skip
+OUTPUT_REFUSAL = "I wrote an answer I can't post here ({why}); please ask differently."
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one server allows: action per category, threshold per label, strict mode, NSFW."""
+
+    actions: Mapping[str, Action] = field(default_factory=dict)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    strict_public_figures: bool = False
+    allow_nsfw: bool = False
+
+    def action(self, category: str) -> Action:
+        """The configured action for a category; minors is always blocked."""
+        if category == "minors":
+            return "block"
+        return self.actions.get(category, "block")
+
+    def threshold(self, label: str, kind: Kind) -> float:
+        """The probability above which a label counts."""
+        base = self.thresholds.get(label, DEFAULT_THRESHOLD)
+        return max(base, OUTPUT_THRESHOLD) if kind == "output" else base
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A reason to refuse: the category, the label or rule behind it, its score."""
+
+    category: str
+    reason: str
+    score: float
+
+
+def refusal(reason: str, category: str, target: Target | None) -> str:
+    """The one sentence the user reads."""
+    template = REFUSALS.get(reason) or REFUSALS.get(category) or "I can't help with that request."
+    return template.format(target=target or "a real person")
+
+
+def top_harm(probabilities: Mapping[str, float], policy: Policy, kind: Kind, margin: float = 0.0) -> tuple[str, float] | None:
+    """The most probable harmful label, when the chance of "anything harmful" passes its threshold.
+
+    Harm is judged as 1 - p(none): a request split between two related labels (crime and
+    weapons, say) is still clearly harmful even when neither label alone is sure.
+    """
+    harmful = {label: p for label, p in probabilities.items() if label != "none"}
+    if not harmful:
+        return None
+    label = max(harmful, key=harmful.__getitem__)
+    score = 1.0 - probabilities.get("none", 0.0)
+    return (label, score) if score >= min(policy.threshold(label, kind) + margin, 0.99) else None
+
+
+def judge(
+    normalized: str,
+    probabilities: Mapping[str, float],
+    target: Target | None,
+    kind: Kind,
+    policy: Policy,
+    nsfw: bool,
+    margin: float = 0.0,
+) -> Finding | None:
+    """Combine hard rules, the classifier and the target into at most one finding.
+
+    `margin` raises the classifier's bar (for a request joined with earlier turns, whose
+    harmless small talk should not add up to a refusal).
+    """
+    if MINOR_SEXUAL.search(normalized):
+        return Finding("minors", "minors", 1.0)
+    harm = top_harm(probabilities, policy, kind, margin)
+    label, score = harm if harm is not None else ("none", 1.0 - probabilities.get("none", 1.0))
+    if label == "minors":
+        return Finding("minors", "minors", score)
+    if kind == "output":
+        return Finding(LABEL_CATEGORY[label], label, score) if label in OUTPUT_LABELS else None
+
+    real = target is not None and target.kind in ("member", "public_figure", "private_person")
+    someone = target is not None  # includes a pictured person or a capitalised full name
+    sexual_words = SEXUAL_WORDS.search(normalized) is not None
+    if someone and (label == "sexual" or (sexual_words and real)):
+        return Finding("ncii", "ncii", max(score, 0.9 if label != "sexual" else score))
+    if someone and (label == "voice" or (kind == "music" and VOICE.search(normalized))):
+        return Finding("voice_clone", "voice_clone", max(score, 0.8))
+    if someone and label == "fake_media" and not STYLISED.search(normalized):
+        return Finding("deceptive_fake", "fake_media", score)
+    if real and kind == "image" and REALISM.search(normalized) and not STYLISED.search(normalized):
+        return Finding("deceptive_fake", "fake_media", max(score, 0.8))
+    if policy.strict_public_figures and kind in ("image", "music") and target is not None and target.kind == "public_figure":
+        return Finding("deceptive_fake", "strict", 1.0)
+    if label == "sexual":
+        return None if nsfw and policy.allow_nsfw else Finding("sexual", "sexual", score)
+    if label in ("none", "fake_media", "voice"):
+        return None  # a fake or a voice of nobody real is just a style
+    return Finding(LABEL_CATEGORY[label], label, score)
