@@ -1,0 +1,99 @@
+"""Pure translation between discord.py objects and Atelier's types (no network, no client)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Container, Mapping
+
+import discord
+
+from bot.config import AccessList
+from bot.messages import Attachment, Author, ConversationKey, Message
+
+PLATFORM = "discord"
+MESSAGE_LIMIT = 2000
+
+
+def clean_content(content: str, bot_id: int) -> str:
+    """The text with the bot's own mention removed (other members' mentions stay, for moderation)."""
+    return re.sub(rf"<@!?{bot_id}>", " ", content).strip()
+
+
+def is_admin(author: discord.User | discord.Member) -> bool:
+    """Server admins (manage server or administrator) may change personas in shared channels."""
+    permissions = getattr(author, "guild_permissions", None)
+    return bool(permissions and (permissions.administrator or permissions.manage_guild))
+
+
+def addressed_to_bot(message: discord.Message, bot_id: int, bot_threads: Container[int]) -> bool:
+    """Whether the bot should answer: a DM, a mention, a reply to the bot, or a thread the bot opened."""
+    if message.author.bot or message.author.id == bot_id:
+        return False  # never itself, never other bots (two bots would talk forever)
+    if message.guild is None:
+        return True
+    if any(user.id == bot_id for user in message.mentions):
+        return True
+    resolved = message.reference.resolved if message.reference is not None else None
+    if isinstance(resolved, discord.Message) and resolved.author.id == bot_id:
+        return True
+    return isinstance(message.channel, discord.Thread) and message.channel.id in bot_threads
+
+
+def chain_root(message: discord.Message, roots: Mapping[int, int]) -> int:
+    """The first message of the reply chain this message belongs to (itself when it starts one)."""
+    reference = message.reference
+    if reference is None or reference.message_id is None:
+        return message.id
+    return roots.get(reference.message_id, reference.message_id)
+
+
+def conversation_key(message: discord.Message, root: int) -> ConversationKey:
+    """DM: the channel. Thread: the thread. Elsewhere: the reply chain that starts at `root`."""
+    channel = message.channel
+    if message.guild is None:
+        return ConversationKey(PLATFORM, "", str(channel.id), "")
+    guild = str(message.guild.id)
+    if isinstance(channel, discord.Thread):
+        return ConversationKey(PLATFORM, guild, str(channel.parent_id), f"thread:{channel.id}")
+    return ConversationKey(PLATFORM, guild, str(channel.id), f"chain:{root}")
+
+
+def is_allowed(message: discord.Message, allow: AccessList, deny: AccessList) -> bool:
+    """Apply the config's allow/deny lists (deny wins; a non-empty allow list must match)."""
+    channel = message.channel
+    channels = {str(channel.id)}
+    if isinstance(channel, discord.Thread) and channel.parent_id is not None:
+        channels.add(str(channel.parent_id))
+    roles = {str(role.id) for role in getattr(message.author, "roles", [])}
+    user = {str(message.author.id)}
+    if channels & set(deny.channels) or roles & set(deny.roles) or user & set(deny.users):
+        return False
+    if not (allow.channels or allow.roles or allow.users):
+        return True
+    return bool(channels & set(allow.channels) or roles & set(allow.roles) or user & set(allow.users))
+
+
+def is_nsfw(channel: object) -> bool:
+    """Whether Discord marks the channel (or a thread's parent) age-restricted."""
+    if isinstance(channel, discord.Thread):
+        channel = channel.parent
+    return bool(getattr(channel, "nsfw", False))
+
+
+def to_message(message: discord.Message, bot_id: int, root: int) -> Message:
+    """The platform-neutral Message for a discord.py message."""
+    author = message.author
+    return Message(
+        conversation=conversation_key(message, root),
+        author=Author(str(author.id), author.display_name, is_admin=is_admin(author), is_bot=author.bot),
+        text=clean_content(message.content, bot_id),
+        id=str(message.id),
+        mentions=tuple(user.display_name for user in message.mentions if user.id != bot_id),
+        attachments=tuple(
+            Attachment(a.filename, a.content_type or "application/octet-stream", a.url, a.size) for a in message.attachments
+        ),
+        reply_to=str(message.reference.message_id) if message.reference and message.reference.message_id else None,
+        is_dm=message.guild is None,
+        nsfw=is_nsfw(message.channel),
+        created_at=message.created_at.timestamp(),
+    )
