@@ -131,6 +131,8 @@ def _check_actions(actions: dict[str, Literal["allow", "block"]]) -> dict[str, L
     for category in actions:
         if category == "minors":
             raise ValueError("minors is always blocked and cannot be configured")
+        if category == "sexual":
+            raise ValueError("explicit content is set with allow_nsfw (it is only ever allowed in NSFW channels)")
         if category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}; use one of {', '.join(c for c in CATEGORIES if c != 'minors')}")
     return actions

@@ -47,9 +47,12 @@ log = logging.getLogger(__name__)
 ADMISSION_LIMIT = 16
 
 
-def _recent_user_turns(history: Sequence[StoredTurn], count: int) -> list[str]:
-    """The user's newest turns (history is newest first): the context moderation judges with."""
-    return [turn.text for turn in history if turn.role == "user"][:count]
+def _recent_user_turns(history: Sequence[StoredTurn], user_key: str, count: int) -> list[str]:
+    """This user's newest turns (history is newest first): the context moderation judges with.
+
+    Only their own: in a shared channel, someone else's words must not colour their request.
+    """
+    return [turn.text for turn in history if turn.role == "user" and turn.author == user_key][:count]
 
 
 @dataclass
@@ -198,7 +201,7 @@ class Bot:
         async with self._admission:
             conversation = await self.store.conversation(message.conversation)
             history = await self.store.history(conversation.id, self.config.bot.history_messages)
-            context = _recent_user_turns(history, self.config.moderation.context_turns)
+            context = _recent_user_turns(history, message.user_key, self.config.moderation.context_turns)
             await self._moderate(message, text, "chat", context)
             await self.store.touch_user(message.user_key, message.author.name)
             turn_id = await self.store.add_turn(conversation.id, "user", text, message.user_key, None, message.id or None)
@@ -269,7 +272,8 @@ class Bot:
         context: list[str] = []
         if turns:
             conversation = await self.store.conversation(message.conversation)
-            context = _recent_user_turns(await self.store.history(conversation.id, turns * 2), turns)
+            history = await self.store.history(conversation.id, turns * 4)
+            context = _recent_user_turns(history, message.user_key, turns)
         await self._moderate(message, text, kind, context)
 
     async def _moderate(self, message: Message, text: str, kind: ModerationKind, context: Sequence[str]) -> Verdict | None:

@@ -9,6 +9,7 @@ from bot.errors import BackendUnavailable, UserInputError
 from bot.job_args import compose_params, imagine_params
 from bot.jobs import JobKind
 from bot.messages import Message
+from moderation.policy import removes_clothing
 
 if TYPE_CHECKING:
     from adapters.base import Reply
@@ -20,8 +21,10 @@ async def submit(bot: Bot, message: Message, reply: Reply, kind: JobKind, params
     if kind not in bot.jobs.runners:
         status = next(s for s in bot.statuses if s.kind == kind)
         raise BackendUnavailable(f"No {kind} generator is available right now ({status.reason}); /status shows why.")
-    prompt = f"{params['prompt']} {params.get('negative', '')}".strip()
-    await bot.moderate_request(message, prompt, kind)
+    await bot.moderate_request(message, params["prompt"], kind)
+    if removes_clothing(params.get("negative", "")):
+        # "--negative clothes" asks for a nude picture: judge the prompt as the request it becomes.
+        await bot.moderate_request(message, f"{params['prompt']}, nude, naked", kind)
     # The scheduler itself tells the user the job is queued, before any update can overtake that.
     await bot.jobs.submit(kind, message.user_key, str(message.conversation), message.id or None, params, reply)
 

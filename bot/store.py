@@ -17,6 +17,8 @@ from bot.messages import ConversationKey, Role
 from bot.migrations import migrate
 
 T = TypeVar("T")
+# How long /forget-me keeps a refusal as a bare count, so cooldowns still add up.
+STRIKE_MEMORY_S = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class StoredTurn:
 
     role: Role
     text: str
+    author: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +197,10 @@ class ConversationStore:
 
     def _history(self, conversation_id: int, limit: int) -> list[StoredTurn]:
         rows = self.db.execute(
-            "SELECT role, text FROM messages WHERE conversation_id = ? ORDER BY id DESC LIMIT ?",
+            "SELECT role, text, author_id FROM messages WHERE conversation_id = ? ORDER BY id DESC LIMIT ?",
             [conversation_id, limit],
         ).fetchall()
-        return [StoredTurn(role, text) for role, text in rows]
+        return [StoredTurn(role, text, author) for role, text, author in rows]
 
     # --- users ---------------------------------------------------------------------------
 
@@ -258,7 +261,17 @@ class ConversationStore:
             ).rowcount > 0
             self.db.execute("UPDATE users SET name = NULL WHERE id = ?", [user_key])
             self.db.execute("DELETE FROM jobs WHERE user_id = ?", [user_key])
-            self.db.execute("DELETE FROM moderation_events WHERE user_id = ?", [user_key])
+            # Refusals of the last day stay as bare counts (no words, no place), so forgetting cannot
+            # be used to wipe strikes and dodge a cooldown; everything else about the user goes.
+            self.db.execute(
+                "DELETE FROM moderation_events WHERE user_id = ? AND NOT (action = 'block' AND kind != 'output' AND at > ?)",
+                [user_key, time.time() - STRIKE_MEMORY_S],
+            )
+            self.db.execute(
+                "UPDATE moderation_events SET excerpt = NULL, target = NULL, conversation = '', reasons = '[]' "
+                "WHERE user_id = ?",
+                [user_key],
+            )
         for key in repersoned:
             self._open.pop(key, None)
         self._known_users.pop(user_key, None)
@@ -290,8 +303,12 @@ class ConversationStore:
 
     async def recent_blocks(self, user_key: str, since: float) -> int:
         """How many of a user's requests were refused since a time (generated-text refusals do not count)."""
-        sql = "SELECT COUNT(*) FROM moderation_events WHERE user_id = ? AND at >= ? AND action = 'block' AND kind != 'output'"
-        return await self._run(lambda: int(self.db.execute(sql, [user_key, since]).fetchone()[0]))
+        # Refusals that already earned a cooldown do not count again once it is over.
+        sql = (
+            "SELECT COUNT(*) FROM moderation_events WHERE user_id = ? AND action = 'block' AND kind != 'output' "
+            "AND at >= MAX(?, COALESCE((SELECT cooldown_until FROM users WHERE id = ?), 0))"
+        )
+        return await self._run(lambda: int(self.db.execute(sql, [user_key, since, user_key]).fetchone()[0]))
 
     async def set_cooldown(self, user_key: str, until: float) -> None:
         """Pause a user's generation until a time."""

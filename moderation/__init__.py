@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,32 @@ log = logging.getLogger(__name__)
 Action = Literal["allow", "block"]
 # How much surer the classifier must be about a request joined with the user's earlier turns.
 CONTEXT_MARGIN = 0.15
+# When several readings refuse, the most specific one explains it (a nude of a coworker is ncii, not just sexual).
+SEVERITY = {"minors": 0, "ncii": 1, "voice_clone": 2, "deceptive_fake": 3}
+# Two words or fewer ("lol", "how?") carry too little meaning for the classifier alone to refuse.
+SHORT_WORDS = 2
+SHORT_MARGIN = 0.3
+# The model reads 128 tokens, and one sentence drowned in a long message barely moves the average:
+# a text longer than this is also judged sentence by sentence, in pieces of about this size.
+WINDOW_CHARS = 480
+PIECE_CHARS = 200
+MAX_PIECES = 48
+_SENTENCE_END = re.compile(r"(?<=[.!?;:\n])\s+")
+
+
+def windows(normalized: str) -> list[str]:
+    """The text itself, plus each distinct sentence of it when it is longer than the model reads well."""
+    if len(normalized) <= WINDOW_CHARS:
+        return [normalized]
+    pieces: list[str] = []
+    for sentence in _SENTENCE_END.split(normalized):
+        while len(sentence) > PIECE_CHARS:  # a run-on "sentence": cut at a space
+            cut = sentence.rfind(" ", 0, PIECE_CHARS) + 1 or PIECE_CHARS
+            pieces.append(sentence[:cut])
+            sentence = sentence[cut:]
+        if sentence.strip():
+            pieces.append(sentence)
+    return [normalized[:WINDOW_CHARS], *list(dict.fromkeys(pieces))[:MAX_PIECES]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +106,7 @@ class Moderator:
             return cls(None, default_policy, server_policies, enabled=False)
         try:
             classifier = await asyncio.to_thread(Classifier.build, model_path, cache_dir, examples)
+            await asyncio.to_thread(find_target, "w a r m up the person and word lists")  # not on the first message
         except Exception as error:  # any failure means "cannot moderate", which refuses generation
             log.error("moderation could not start, so generation is refused: %s", error)
             return cls(None, default_policy, server_policies, problem=str(error))
@@ -100,23 +128,31 @@ class Moderator:
         with_attachment: bool = False,
     ) -> Verdict:
         """Judge `text` (with the user's recent turns, newest first, as `context`) for `kind` of generation."""
-        if self._batcher is None:
+        if self._batcher is None or not self.available:
             raise RuntimeError("moderation is not available")
         policy = self.policy_for(scope)
         normalized = normalize(text)
-        candidates = [normalized]
-        if context:
-            # A request split over messages is judged as one: oldest turn first, this one last.
-            candidates.append(normalize(" ".join([*reversed(context), text])))
-        probabilities = await self._batcher.classify(candidates)
-        target = None if kind == "output" else find_target(text, normalized, mentions, with_attachment)
-        if target is None and context and kind != "output":
-            target = find_target(" ".join(context))
-        for index, (candidate, probs) in enumerate(zip(candidates, probabilities, strict=True)):
-            finding = judge(candidate, probs, target, kind, policy, nsfw, margin=CONTEXT_MARGIN if index else 0.0)
+        # Each candidate: (text judged, whose person counts, how much surer the classifier must be).
+        own = None if kind == "output" else find_target(text, normalized, mentions, with_attachment)
+        candidates = [
+            (window, own, SHORT_MARGIN if len(window.split()) <= SHORT_WORDS else 0.0) for window in windows(normalized)
+        ]
+        if context and kind != "output":
+            # A request split over messages is judged as one, newest words kept when it is long.
+            joined = normalize(" ".join([*reversed(context), text]))[-WINDOW_CHARS:]
+            candidates.append((joined, own or find_target(" ".join(context)), CONTEXT_MARGIN))
+        probabilities = await self._batcher.classify([candidate for candidate, _, _ in candidates])
+        findings = []
+        for (candidate, target, margin), probs in zip(candidates, probabilities, strict=True):
+            finding = judge(candidate, probs, target, kind, policy, nsfw, margin=margin, request=normalized)
             if finding is not None:
-                return self._verdict(finding.category, finding.reason, finding.score, target, probs, policy, kind)
-        return Verdict("allow", score=max(1.0 - probabilities[0].get("none", 1.0), 0.0), reasons=(describe_probabilities(probabilities[0]),))
+                findings.append((SEVERITY.get(finding.category, len(SEVERITY)), finding, target, probs))
+        if findings:
+            _, finding, target, probs = min(findings, key=lambda entry: entry[0])
+            return self._verdict(finding.category, finding.reason, finding.score, target, probs, policy, kind)
+        worst = max(probabilities, key=lambda probs: 1.0 - probs.get("none", 1.0))
+        score = max(1.0 - worst.get("none", 1.0), 0.0)
+        return Verdict("allow", target=str(own) if own else None, score=score, reasons=(describe_probabilities(worst),))
 
     def _verdict(
         self,
@@ -129,8 +165,9 @@ class Moderator:
         kind: Kind,
     ) -> Verdict:
         reasons = (reason, describe_probabilities(probs))
-        shown_target = str(target) if target is not None and category in ("ncii", "deceptive_fake", "voice_clone") else None
-        if policy.action(category) == "allow":
+        shown_target = str(target) if target is not None else None
+        # Strict mode is the server's own choice and is not undone by its per-category actions.
+        if policy.action(category) == "allow" and reason != "strict":
             return Verdict("allow", category, shown_target, score, (*reasons, "allowed by this server's policy"))
         message = refusal(reason, category, target)
         if kind == "output":
@@ -146,6 +183,7 @@ class Moderator:
         return f"moderation: {self.classifier.encoder.name} classifier, {len(self.classifier.head.labels)} labels"
 
     async def close(self) -> None:
-        """Stop the batching worker."""
+        """Stop the batching worker; later checks are refused as "not available"."""
+        self.available = False
         if self._batcher is not None:
             await self._batcher.close()

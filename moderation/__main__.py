@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -14,8 +15,8 @@ from moderation import Moderator, Verdict
 
 KINDS = ("chat", "image", "music")
 EXIT_CONFIG = 2
-# Lines classified together: enough to fill the batcher, little enough to keep memory flat.
-CHUNK = 256
+# Lines judged at once: enough to fill the batcher, few enough to keep memory flat.
+IN_FLIGHT = 256
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +61,8 @@ def _parse_line(line: str) -> tuple[Any, str, str, str]:
         return ident, "", "", '"text" must be a string'
     if kind not in KINDS:
         return ident, "", "", f'"kind" must be one of {", ".join(KINDS)}'
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        return ident, "", "", '"text" is not valid Unicode (a lone surrogate); send UTF-8 text'
     return ident, text, kind, ""
 
 
@@ -73,29 +76,33 @@ def _row(ident: Any, verdict: Verdict) -> dict[str, Any]:
     }
 
 
-async def _classify_chunk(moderator: Moderator, lines: Sequence[str]) -> list[dict[str, Any]]:
-    async def one(line: str) -> dict[str, Any]:
-        ident, text, kind, problem = _parse_line(line)
-        if problem:
-            return {"id": ident, "action": "error", "message": problem}
-        try:
-            return _row(ident, await moderator.check(text, kind))  # type: ignore[arg-type]
-        except Exception as error:  # one bad line must not end the run
-            return {"id": ident, "action": "error", "message": f"could not classify: {error}"}
-
-    return list(await asyncio.gather(*(one(line) for line in lines)))
+async def _classify_line(moderator: Moderator, line: str) -> dict[str, Any]:
+    ident, text, kind, problem = _parse_line(line)
+    if problem:
+        return {"id": ident, "action": "error", "message": problem}
+    try:
+        return _row(ident, await moderator.check(text, kind))  # type: ignore[arg-type]
+    except Exception as error:  # one bad line must not end the run
+        return {"id": ident, "action": "error", "message": f"could not classify: {error}"}
 
 
 async def _classify(moderator: Moderator) -> None:
-    chunk: list[str] = []
-    for raw in sys.stdin:
+    """Answer each line as soon as it and every line before it are judged; many run at once."""
+    loop = asyncio.get_running_loop()
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="replace")  # a stray non-UTF-8 byte spoils one line, not the run
+    pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue(maxsize=IN_FLIGHT)
+
+    async def writer() -> None:
+        while (task := await pending.get()) is not None:
+            _emit([await task])
+
+    writing = asyncio.create_task(writer(), name="classify-writer")
+    while raw := await loop.run_in_executor(None, sys.stdin.readline):
         if raw.strip():
-            chunk.append(raw)
-        if len(chunk) >= CHUNK:
-            _emit(await _classify_chunk(moderator, chunk))
-            chunk = []
-    if chunk:
-        _emit(await _classify_chunk(moderator, chunk))
+            await pending.put(asyncio.create_task(_classify_line(moderator, raw)))
+    await pending.put(None)
+    await writing
 
 
 def _emit(rows: Sequence[dict[str, Any]]) -> None:

@@ -46,16 +46,26 @@ class Batcher:
             texts = [text for item_texts, _ in batch for text in item_texts]
             try:
                 results = await loop.run_in_executor(self._executor, self._classify, texts)
-            except Exception as error:  # every waiter hears about it; none hangs
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
+            except Exception:
+                # One unreadable text must not fail its neighbours: retry each request alone.
+                for item_texts, future in batch:
+                    await self._alone(item_texts, future)
                 continue
             offset = 0
             for item_texts, future in batch:
                 if not future.done():  # a cancelled waiter just drops its share
                     future.set_result(results[offset : offset + len(item_texts)])
                 offset += len(item_texts)
+
+    async def _alone(self, texts: Sequence[str], future: asyncio.Future[list[Probabilities]]) -> None:
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, self._classify, texts)
+        except Exception as error:  # this request's own failure, reported to it alone
+            if not future.done():
+                future.set_exception(error)
+            return
+        if not future.done():
+            future.set_result(result)
 
     async def close(self) -> None:
         """Finish the work in hand and stop the thread."""

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -134,9 +135,11 @@ class Head:
     def save(self, path: Path) -> None:
         """Write the head atomically to `path` (.npz)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial.npz")
-        np.savez(partial, weights=self.weights, bias=self.bias, labels=np.array(json.dumps(self.labels)))
-        partial.replace(path)
+        # A unique temporary name: the bot and the CLI may train at the same time.
+        handle, partial = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, weights=self.weights, bias=self.bias, labels=np.array(json.dumps(self.labels)))
+        Path(partial).replace(path)
 
     @classmethod
     def load(cls, path: Path) -> Head:
@@ -180,11 +183,13 @@ class Classifier:
         built = _BUILT.get(cache_path)
         if built is not None:
             return built
-        try:
-            built = _BUILT[cache_path] = cls(encoder, Head.load(cache_path))
-            return built
-        except (OSError, ValueError, KeyError):
-            pass
+        if cache_path.exists():
+            try:
+                built = _BUILT[cache_path] = cls(encoder, Head.load(cache_path))
+                return built
+            except Exception as error:  # a damaged cache is only a cache: retrain rather than stop moderating
+                log.warning("the cached moderation head %s is unreadable (%s); retraining", cache_path, error)
+                cache_path.unlink(missing_ok=True)
         log.info("training the moderation head on %d exemplars (cached afterwards)", len(exemplars.texts))
         head = train_head(encoder.encode(exemplars.texts), exemplars.labels)
         try:

@@ -18,6 +18,9 @@ _HOMOGLYPHS = str.maketrans(
         "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w", "ϲ": "c", "ѵ": "v", "ɩ": "i", "ı": "i",
     }
 )  # fmt: skip
+_PUNCTUATION = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "“": '"', "”": '"', "\u3164": " ", "\u2800": " ", "\u115f": " ", "\u1160": " "})
+# Small capitals (ʜᴏᴡ ᴛᴏ) survive NFKC; map them to their letters.
+_SMALL_CAPS = str.maketrans(dict(zip("ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ", "abcdefghijklmnoprstuvwyz", strict=True)))
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
                        "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "€": "e", "£": "l"})  # fmt: skip
 _LEET_CHARS = "0134578@$!|+€£9"
@@ -62,6 +65,9 @@ def _unhomoglyph(text: str) -> str:
     # A mostly non-Latin text: repair words that mix scripts, and words made only of look-alikes
     # when Latin words sit beside them (a genuine Russian sentence has neither).
     has_latin = any(c.isascii() and c.isalpha() for c in text)
+    words = [word for word in text.split() if any(c.isalpha() for c in word)]
+    if words and all(_confusable(word) for word in words):
+        return text.translate(_HOMOGLYPHS)  # a whole sentence of look-alikes is a disguise, not Russian
     return " ".join(word.translate(_HOMOGLYPHS) if has_latin and _confusable(word) else word for word in text.split(" "))
 
 
@@ -119,9 +125,9 @@ def _join_spaced(match: re.Match[str]) -> str:
 
 def normalize(text: str) -> str:
     """The form every judgement is made on: plain lowercase Latin words, evasion undone."""
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", text).translate(_PUNCTUATION)
     text = _strip_invisible(text)
-    text = _unhomoglyph(text.casefold())
+    text = _unhomoglyph(text.casefold().translate(_SMALL_CAPS))
     text = _LEETY_WORD.sub(lambda m: m.group(0).translate(_LEET), text)
     text = _DOTTED.sub(lambda m: re.sub(r"[ .\-_*·•]", "", m.group(0)), text)
     text = _SPACED.sub(_join_spaced, text)

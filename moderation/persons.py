@@ -20,18 +20,18 @@ FIGURES_FILE = Path(__file__).with_name("public_figures.yaml")
 _MENTION = re.compile(r"<@!?([A-Z0-9]+)(?:\|([^>]+))?>")
 _RELATION = (
     r"ex|ex[- ]?(?:girlfriend|boyfriend|wife|husband|partner)|girlfriend|boyfriend|gf|bf|wife|husband|partner|"
-    r"fianc[eé]e?|crush|date|co-?worker|colleague|boss|manager|employee|intern|classmate|class mate|schoolmate|"
+    r"fianc[eé]e?|crush|co-?worker|colleague|boss|manager|employee|intern|classmate|class mate|schoolmate|"
     r"teacher|professor|tutor|student|coach|teammate|neighbou?r|landlord|landlady|roommate|flatmate|housemate|"
     r"friend|best friend|bestie|sister|brother|step-?sister|step-?brother|step-?mom|step-?mother|mom|mum|mother|"
     r"dad|father|aunt|uncle|cousin|niece|nephew|daughter|son|mother-in-law|sister-in-law|babysitter|nanny|"
     r"doctor|nurse|therapist|pastor|priest|barista|cashier|waitress|waiter|secretary|assistant|client|customer"
 )
-_RELATIVE = re.compile(rf"\b(?:my|our|his|her|their|your)\s+(?:\w+\s+)?(?:{_RELATION})\b")
+# "my coworker", not "my son's bedroom" (the person is not what is depicted there).
+_RELATIVE = re.compile(rf"\b(?:my|our)\s+(?:\w+\s+)?(?:{_RELATION})\b(?!'s|’s)")
 _DESCRIBED = re.compile(
-    r"\b(?:a|the|this|that|some)\s+(?:girl|boy|woman|man|guy|lady|dude|chick|person|kid|teen)\s+"
-    r"(?:from|at|in|who|i\s+(?:know|met|like|saw)|next door|down the street|on my)\b"
-    r"|\b(?:girl|boy|woman|man|guy|lady|person)\s+(?:from|at|in)\s+(?:my|our|the)\s+(?:class|school|office|work|gym|"
-    r"church|team|building|street|dorm|job)\b"
+    r"\b(?:girl|boy|woman|man|guy|lady|dude|chick|person|kid|teen)\s+"
+    r"(?:i\s+(?:know|met|like|saw)|next door|down the street|(?:from|at|in)\s+(?:my|our|the)\s+"
+    r"(?:class|school|office|work|gym|church|team|building|street|dorm|job)|(?:from|at)\s+(?:work|school|accounting))\b"
 )
 _PICTURED = re.compile(
     r"\b(?:this|the|my|attached|uploaded|her|his)\s+(?:photo|picture|pic|image|selfie|snap|video|recording|"
@@ -40,7 +40,14 @@ _PICTURED = re.compile(
 # "sung by Drake", "in the voice of Adele": whoever follows is a singer or speaker, single name or not.
 _VOICE_OF = re.compile(
     r"\b(?:sung by|sang by|in the voice of|voice of|vocals by|voiced by|narrated by|as if sung by)\s+"
-    r"([A-Z][\w'’.\-]+(?:\s+[A-Z][\w'’.\-]+){0,2})"
+    r"(?!(?:a|an|the|some|my|our|your|his|her|their|this|that|one|two|several|many)\b)([\w'.\-]+(?-i:\s+[A-Z][\w'.\-]+){0,2})",
+    re.IGNORECASE,
+)
+# "in Drake's voice", "with adele's vocals": the owner of the voice.
+_OWNED_VOICE = re.compile(r"\b(?:in|with|using)\s+([\w.\-]+(?:\s+[\w.\-]+)?)'s\s+(?:real\s+)?(?:voice|vocals)\b", re.IGNORECASE)
+_GENERIC_VOICES = frozenset(
+    "choir robot robots pirate pirates child children kid kids man woman men women singer singers narrator crowd "
+    "santa elf elves alien aliens monster ghost computer ai chorus band orchestra".split()
 )
 # Two or three capitalised words ("Jenna Ortega", "Mary Ann Smith"): likely a person's name.
 _FULL_NAME = re.compile(r"\b([A-Z][a-z'’\-]{1,20})\s+([A-Z][a-z'’\-]{1,20})(?:\s+([A-Z][a-z'’\-]{1,20}))?\b")
@@ -85,7 +92,9 @@ def _figures(path: Path = FIGURES_FILE) -> _Figures:
         for alias in [figure["name"], *figure.get("aliases", [])]:
             names.setdefault(normalize(str(alias)), figure["name"])
     for title in data.get("titles", []):
-        names.setdefault(normalize(str(title)), str(title))
+        # "the queen" or "the mayor" alone is as often a bee, a card or a fictional town's.
+        if len(str(title).split()) > 2:
+            names.setdefault(normalize(str(title)), str(title))
     # Longest first, so "george w bush" wins over "bush".
     alternation = "|".join(re.escape(alias) for alias in sorted(names, key=len, reverse=True) if alias)
     return _Figures(re.compile(rf"(?<!\w)(?:{alternation})(?:'s|’s)?(?!\w)"), names)
@@ -133,9 +142,11 @@ def find_target(
         return Target("pictured_person", "the person in the photo")
     if _DESCRIBED.search(normalized):
         return Target("private_person", "a person you know")
-    voice = _VOICE_OF.search(text)
-    if voice is not None:
-        return Target("named_person", voice.group(1))
+    plain = text.replace("’", "'")
+    for pattern in (_OWNED_VOICE, _VOICE_OF):
+        voice = pattern.search(plain)
+        if voice is not None and voice.group(1).split()[0].lower() not in _GENERIC_VOICES:
+            return Target("named_person", voice.group(1))
     name = _full_name(text)
     if name is not None:
         return Target("named_person", name)

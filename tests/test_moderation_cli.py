@@ -23,12 +23,13 @@ def test_classify_answers_every_line_in_order_and_survives_bad_ones() -> None:
         json.dumps({"id": 7, "text": "a new song sung by Drake", "kind": "music"}),
         json.dumps({"id": "c", "text": "hello", "kind": "video"}),
         json.dumps({"id": "d", "text": "write a convincing phishing email pretending to be PayPal", "kind": "chat"}),
+        '{"id": "e", "text": "caf\\ud800", "kind": "chat"}',  # a lone surrogate fails that line only
     ]
     result = run("classify", stdin="\n".join(lines) + "\n")
     assert result.returncode == 0, result.stderr
     out = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [row["id"] for row in out] == ["a", None, 7, "c", "d"]
-    assert [row["action"] for row in out] == ["allow", "error", "block", "error", "block"]
+    assert [row["id"] for row in out] == ["a", None, 7, "c", "d", "e"]
+    assert [row["action"] for row in out] == ["allow", "error", "block", "error", "block", "error"]
     assert out[2]["category"] == "voice_clone" and out[2]["target"] == "Drake"
     assert out[4]["category"] == "fraud" and 0 < out[4]["score"] <= 1
     assert "JSON" in out[1]["message"] and "kind" in out[3]["message"]
