@@ -91,11 +91,36 @@ def _check_run(config: Config) -> None:
             require_secret(slack.app_token_env, "adapters.slack.app_token_env")
         else:
             require_secret(slack.signing_secret_env, "adapters.slack.signing_secret_env")
-    missing = [name for name, on in (("Discord", discord.enabled), ("Slack", slack.enabled)) if on]
-    raise ConfigError(
-        f"the {' and '.join(missing)} adapter is not part of this version yet; "
-        "use `python -m bot chat` meanwhile."
-    )
+    if slack.enabled:
+        raise ConfigError(
+            "the Slack adapter is not part of this version yet; set adapters.slack.enabled to false "
+            "(Discord works) or use `python -m bot chat` meanwhile."
+        )
+
+
+async def _run(config: Config) -> None:
+    """Start the core and every enabled adapter; stop them all when one ends or on Ctrl-C."""
+    import discord
+
+    from adapters.discord_adapter import DiscordAdapter
+
+    bot = await _start_bot(config)
+    adapter = DiscordAdapter(config.adapters.discord, require_secret(config.adapters.discord.token_env, "adapters.discord.token_env"))
+    try:
+        await adapter.run(bot)
+    except discord.LoginFailure:
+        raise ConfigError(
+            f"Discord refused the token in {config.adapters.discord.token_env}; copy the bot token again from the "
+            "Developer Portal (Bot → Reset Token)."
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise ConfigError(
+            "Discord refused the Message Content intent; enable it in the Developer Portal (Bot → Privileged Gateway "
+            "Intents → Message Content Intent)."
+        ) from None
+    finally:
+        await adapter.stop()
+        await bot.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_chat(config))
         elif args.command == "run":
             _check_run(config)
+            asyncio.run(_run(config))
         else:
             raise ConfigError("the GPU host (`serve`) is not part of this version yet.")
     except ConfigError as error:

@@ -34,6 +34,19 @@ class ModerationEvent:
 EventListener = Callable[[ModerationEvent], Awaitable[None]]
 
 
+def format_event(event: ModerationEvent) -> str:
+    """One log-channel line: who, where, what was refused and why, and the start of the request."""
+    verdict = event.verdict
+    target = f" about {verdict.target}" if verdict.target else ""
+    cooldown = " · cooldown started" if event.cooldown_started else ""
+    where = event.message.conversation
+    excerpt = event.excerpt.replace("`", "'")[:200]
+    return (
+        f"Refused {event.kind} from {event.message.author.name} ({event.message.author.id}) in {where.channel}: "
+        f"{verdict.category}{target}, score {verdict.score:.2f}{cooldown}\n> {excerpt}"
+    )
+
+
 def _policy(section: ModerationSection, **override: object) -> Policy:
     merged = {
         "actions": section.actions,

@@ -23,6 +23,7 @@ class QueuedTextBackend:
         self.context_tokens = context_tokens
         self.replies: list[str | BaseException | asyncio.Event] = []
         self.prompts: list[list[Turn]] = []
+        self.delay = 0.0  # seconds between words, like a model generating
 
     def queue(self, *replies: str | BaseException | asyncio.Event) -> None:
         """Add replies, used in order."""
@@ -43,7 +44,7 @@ class QueuedTextBackend:
             yield "partial"
             raise reply
         for index, word in enumerate(reply.split(" ")):
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.delay)
             yield word if index == 0 else " " + word
 
     async def close(self) -> None:

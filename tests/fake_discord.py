@@ -1,0 +1,198 @@
+"""A small fake Discord on 127.0.0.1: the REST routes the bot uses and a gateway websocket.
+
+It records every call, so tests read like transcripts: what the bot posted, edited and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from tests.discord_payloads import BOT_ID, GUILD_ID, guild_payload, user
+
+APPLICATION_ID = 4242
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # discord.py parses a body only when Content-Type is exactly "application/json" (no charset).
+    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json", **(headers or {})})
+
+
+@dataclass
+class Call:
+    """One REST request the bot made."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+
+
+class FakeDiscord:
+    """REST under /api/v10 and a gateway at /gateway, speaking just enough of Discord's protocol."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.sockets: list[web.WebSocketResponse] = []
+        self.identified = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.rate_limit_next: dict[str, float] = {}  # "POST /channels/200/messages" → retry_after seconds
+        self._ids = itertools.count(10_000)
+        self._seq = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on a free loopback port."""
+        app = web.Application()
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        """Close sockets and the server."""
+        for socket in list(self.sockets):
+            await socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def rest_base(self) -> str:
+        """What discord.http.Route.BASE should be."""
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        """What DiscordWebSocket.DEFAULT_GATEWAY should be."""
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    # --- gateway -------------------------------------------------------------------------
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send a gateway event to the bot."""
+        payload = {"op": 0, "t": event, "s": next(self._seq), "d": data}
+        for socket in self.sockets:
+            await socket.send_str(json.dumps(payload))
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.sockets.append(socket)
+        await socket.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
+        try:
+            async for frame in socket:
+                if frame.type != WSMsgType.TEXT:
+                    continue
+                message = json.loads(frame.data)
+                if message["op"] == 1:
+                    await socket.send_str(json.dumps({"op": 11}))
+                elif message["op"] == 2:
+                    self.identified.set()
+                    await self._ready(socket)
+                elif message["op"] == 6:
+                    await socket.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": next(self._seq), "d": {}}))
+        finally:
+            self.sockets.remove(socket)
+        return socket
+
+    async def _ready(self, socket: web.WebSocketResponse) -> None:
+        ready = {
+            "v": 10, "user": user(BOT_ID, "atelier", bot=True), "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+            "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(APPLICATION_ID), "flags": 0},
+        }  # fmt: skip
+        await socket.send_str(json.dumps({"op": 0, "t": "READY", "s": next(self._seq), "d": ready}))
+        await socket.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": guild_payload()}))
+        self.ready.set()
+
+    # --- REST ----------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        body = await self._body(request)
+        self.calls.append(Call(request.method, path, body))
+        route = f"{request.method} {path}"
+        retry_after = self.rate_limit_next.pop(route, None)
+        if retry_after is not None:
+            # Discord's own 429s come through its proxy (Via); discord.py treats one without it as a ban.
+            headers = {"Retry-After": str(retry_after), "X-RateLimit-Scope": "user", "Via": "1.1 google"}
+            payload = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+            return _json(payload, status=429, headers=headers)
+        parts = path.strip("/").split("/")
+        if route == "GET /users/@me":
+            return _json(user(BOT_ID, "atelier", bot=True))
+        if route == "GET /oauth2/applications/@me":
+            return _json({"id": str(APPLICATION_ID), "name": "Atelier", "icon": None, "description": "",
+                          "rpc_origins": [], "bot_public": True, "bot_require_code_grant": False,
+                          "verify_key": "0" * 64, "flags": 0, "owner": user(1, "owner")})  # fmt: skip
+        if parts[0] == "applications" and parts[-1] == "commands":
+            return _json([{**command, "id": str(next(self._ids)), "application_id": str(APPLICATION_ID),
+                                       "version": "1"} for command in body.get("json", [])])  # fmt: skip
+        if parts[0] == "channels" and parts[-1] == "typing":
+            return web.Response(status=204)
+        if parts[0] == "channels" and parts[2:3] == ["messages"]:
+            return self._message(request.method, int(parts[1]), parts[3:], body)
+        return _json({"message": f"fake Discord has no route {route}", "code": 0}, status=404)
+
+    def _message(self, method: str, channel_id: int, rest: list[str], body: dict[str, Any]) -> web.Response:
+        content = body.get("json", {})
+        if method == "POST" and not rest:
+            message_id = next(self._ids)
+            reference = content.get("message_reference")
+            self.messages[message_id] = {
+                "id": str(message_id), "channel_id": str(channel_id), "guild_id": str(GUILD_ID),
+                "author": user(BOT_ID, "atelier", bot=True), "content": content.get("content") or "",
+                "timestamp": "2026-11-26T12:00:00+00:00", "edited_timestamp": None, "tts": False,
+                "mention_everyone": False, "mentions": [], "mention_roles": [], "embeds": [], "pinned": False, "type": 0,
+                "attachments": [{"id": str(next(self._ids)), "filename": name, "size": 1, "url": f"https://cdn/{name}",
+                                 "proxy_url": f"https://cdn/{name}"} for name in body.get("files", [])],
+                **({"message_reference": reference} if reference else {}),
+            }  # fmt: skip
+            return _json(self.messages[message_id])
+        if method == "PATCH" and len(rest) == 1:
+            stored = self.messages[int(rest[0])]
+            if "content" in content:
+                stored["content"] = content["content"]
+            return _json(stored)
+        if method == "DELETE" and len(rest) == 1:
+            self.messages.pop(int(rest[0]), None)
+            return web.Response(status=204)
+        return _json({"message": "unsupported", "code": 0}, status=404)
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type == "application/json":
+            return {"json": await request.json()}
+        if request.content_type.startswith("multipart/"):
+            found: dict[str, Any] = {"files": []}
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name == "payload_json":  # type: ignore[union-attr]
+                    found["json"] = json.loads(await part.text())  # type: ignore[union-attr]
+                elif part.filename:  # type: ignore[union-attr]
+                    found["files"].append(part.filename)  # type: ignore[union-attr]
+                    await part.read()  # type: ignore[union-attr]
+            return found
+        return {}
+
+    # --- what tests read -----------------------------------------------------------------
+
+    def posts(self, channel_id: int) -> list[Call]:
+        """Messages the bot created in a channel."""
+        return [c for c in self.calls if c.method == "POST" and c.path == f"/channels/{channel_id}/messages"]
+
+    def edits(self, channel_id: int, message_id: int) -> list[Call]:
+        """Edits the bot made to one message."""
+        return [c for c in self.calls if c.method == "PATCH" and c.path == f"/channels/{channel_id}/messages/{message_id}"]
