@@ -24,6 +24,7 @@ bench: setup
 	$(PY) bench/core.py
 	$(PY) bench/jobs.py
 	$(PY) bench/moderation.py
+	$(PY) bench/discord.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info atelier-output
