@@ -6,10 +6,9 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.config import Config, ConfigError, load_config, require_secret
+from bot.config import Config, ConfigError, default_config_path, load_config, require_secret
 from bot.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -42,8 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    path = args.config or ("config.yaml" if Path("config.yaml").exists() else None)
-    config = load_config(path)
+    config = load_config(default_config_path(args.config))
     overrides = {"db": args.db, "output_dir": getattr(args, "output_dir", None)}
     overrides = {key: value for key, value in overrides.items() if value}
     if not overrides:

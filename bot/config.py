@@ -208,6 +208,11 @@ class Config(Strict):
     serve: ServeSection = ServeSection()
 
 
+def default_config_path(given: str | None) -> str | None:
+    """The config file a command uses: the one given, else ./config.yaml when present, else built-in defaults."""
+    return given or ("config.yaml" if Path("config.yaml").exists() else None)
+
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

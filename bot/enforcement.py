@@ -47,31 +47,20 @@ def format_event(event: ModerationEvent) -> str:
     )
 
 
-def _policy(section: ModerationSection, **override: object) -> Policy:
-    merged = {
-        "actions": section.actions,
-        "thresholds": section.thresholds,
-        "strict_public_figures": section.strict_public_figures,
-        "allow_nsfw": section.allow_nsfw,
-    }
-    merged |= {key: value for key, value in override.items() if value is not None}
-    return Policy(**merged)  # type: ignore[arg-type]
-
-
 async def load_moderator(section: ModerationSection) -> Moderator:
     """The Moderator the config describes: default policy, per-server overrides, admin examples."""
+    default = Policy(section.actions, section.thresholds, section.strict_public_figures, section.allow_nsfw)
     servers = {
-        scope: _policy(
-            section,
-            actions={**section.actions, **server.actions},
-            thresholds={**section.thresholds, **server.thresholds},
-            strict_public_figures=server.strict_public_figures,
-            allow_nsfw=server.allow_nsfw,
+        scope: Policy(
+            {**section.actions, **server.actions},
+            {**section.thresholds, **server.thresholds},
+            default.strict_public_figures if server.strict_public_figures is None else server.strict_public_figures,
+            default.allow_nsfw if server.allow_nsfw is None else server.allow_nsfw,
         )
         for scope, server in section.servers.items()
     }
     return await Moderator.load(
-        _policy(section),
+        default,
         servers,
         enabled=section.enabled,
         model_path=Path(section.model) if section.model else None,

@@ -8,7 +8,6 @@ import io
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from moderation import Moderator, Verdict
@@ -38,11 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _moderator(config_path: str | None) -> Moderator:
-    from bot.config import load_config
+    from bot.config import default_config_path, load_config
     from bot.enforcement import load_moderator
 
-    path = config_path or ("config.yaml" if Path("config.yaml").exists() else None)
-    section = load_config(path).moderation
+    section = load_config(default_config_path(config_path)).moderation
     if not section.enabled:
         section = section.model_copy(update={"enabled": True})  # the tool exists to classify
     return await load_moderator(section)
