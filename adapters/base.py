@@ -41,6 +41,15 @@ class Reply(Protocol):
 
 
 @runtime_checkable
+class JobControls(Protocol):
+    """A Reply that can put buttons on a job's messages: cancel while it runs, re-roll and variations after."""
+
+    def bind_job(self, job_id: str, kind: str, variations: int) -> None:
+        """Learn the job this reply answers; `variations` is how many of its pictures can be varied (0: none)."""
+        ...
+
+
+@runtime_checkable
 class Adapter(Protocol):
     """One platform connection."""
 

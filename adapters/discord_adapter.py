@@ -1,120 +1,67 @@
-"""The Discord adapter: a discord.py client that turns events into Messages and answers through DiscordReply."""
+"""The Discord adapter: a discord.py client that turns messages, slash commands and buttons into Messages."""
 
 from __future__ import annotations
 
 import asyncio
-import io
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import discord
 
-from adapters.chunks import split_message
-from adapters.discord_convert import MESSAGE_LIMIT, addressed_to_bot, chain_root, is_allowed, to_message
+from adapters.discord_commands import build_tree, sync_commands
+from adapters.discord_convert import (
+    MESSAGE_LIMIT,
+    PLATFORM,
+    addressed_to_bot,
+    chain_root,
+    interaction_message,
+    is_allowed,
+    to_message,
+)
+from adapters.discord_reply import (
+    EDIT_INTERVAL_S,
+    DiscordReply,
+    InteractionReply,
+    JobButton,
+)
 from bot.config import DiscordSection
 from bot.enforcement import ModerationEvent, format_event
-from bot.messages import Artifact
+from bot.messages import ConversationKey
 
 if TYPE_CHECKING:
+    from adapters.base import Reply
     from bot.core import Bot
+    from bot.jobs import Job
 
 log = logging.getLogger(__name__)
-# Discord allows about five edits per message per five seconds; once a second leaves room.
-EDIT_INTERVAL_S = 1.0
-PLACEHOLDER = "…"
+THREAD_NAME_CHARS = 90
 
 
-class DiscordReply:
-    """Answers one Discord message: replies in its channel, streams by editing, attaches files."""
+class AtelierClient(discord.Client):
+    """discord.Client that registers the slash commands and job buttons, and hands button presses on."""
 
-    def __init__(
-        self,
-        channel: discord.abc.Messageable,
-        reference: discord.Message | None,
-        on_posted: Callable[[int], None] = lambda message_id: None,
-        edit_interval: float = EDIT_INTERVAL_S,
-    ) -> None:
-        self.channel = channel
-        self.reference = reference
-        self.on_posted = on_posted
-        self.edit_interval = edit_interval
-        self.last: discord.Message | None = None
-        self._progress: discord.Message | None = None
+    def __init__(self, adapter: DiscordAdapter, intents: discord.Intents) -> None:
+        super().__init__(intents=intents)
+        self.adapter = adapter
+        self.tree = build_tree(self, adapter.answer_command)
 
-    async def _post(self, text: str = "", **extra: object) -> discord.Message:
-        # Only the first message of an answer is a reply; follow-ups just continue below it.
-        reference = self.reference if self.last is None else None
-        mentions = discord.AllowedMentions(everyone=False, roles=False, users=False, replied_user=False)
-        message = await self.channel.send(text or None, reference=reference, allowed_mentions=mentions, **extra)  # type: ignore[call-overload]
-        self.last = message
-        self.on_posted(message.id)
-        return message
+    async def setup_hook(self) -> None:
+        """After login, before the gateway: buttons survive restarts; commands are synced once."""
+        self.add_dynamic_items(JobButton)
+        await sync_commands(self.tree, self.adapter.settings.guilds)
+        await self.adapter.on_login()
 
-    async def send(self, text: str) -> None:
-        """Post text, split into messages of at most 2,000 characters."""
-        for piece in split_message(text, MESSAGE_LIMIT):
-            await self._post(piece)
-
-    async def stream(self, chunks: AsyncIterator[str]) -> str:
-        """Post a placeholder at once, edit it as text arrives (at most once per interval), then finish."""
-        async with self.channel.typing():
-            message = await self._post(PLACEHOLDER)
-        loop = asyncio.get_running_loop()
-        text, shown, last_edit = "", PLACEHOLDER, loop.time()
-        async for chunk in chunks:
-            text += chunk
-            if loop.time() - last_edit >= self.edit_interval and len(text) <= MESSAGE_LIMIT and text.strip():
-                shown = text
-                await message.edit(content=shown)
-                last_edit = loop.time()
-        pieces = split_message(text, MESSAGE_LIMIT) or [PLACEHOLDER]
-        if pieces[0] != shown:
-            wait = self.edit_interval - (loop.time() - last_edit)
-            if wait > 0:
-                await asyncio.sleep(wait)  # keep the cadence for the final edit too
-            await message.edit(content=pieces[0])
-        for piece in pieces[1:]:
-            await self._post(piece)
-        return text
-
-    async def edit(self, text: str) -> None:
-        """Replace the last message posted (e.g. a withdrawn answer)."""
-        if self.last is None:
-            await self.send(text)
-        else:
-            await self.last.edit(content=split_message(text, MESSAGE_LIMIT)[0])
-
-    async def attach(self, artifact: Artifact, caption: str = "") -> None:
-        """Post a generated file, or say why it cannot be uploaded here."""
-        guild = getattr(self.channel, "guild", None)
-        limit = guild.filesize_limit if guild is not None else 10 * 1024 * 1024
-        if len(artifact.data) > limit:
-            await self._post(
-                f"{artifact.filename} is {len(artifact.data) / 1e6:.1f} MB, over this server's {limit / 1e6:.0f} MB upload "
-                "limit; try a smaller size or a shorter duration."
-            )
-            return
-        file = discord.File(io.BytesIO(artifact.data), filename=artifact.filename)
-        await self._post(caption[:MESSAGE_LIMIT], file=file)
-
-    async def progress(self, fraction: float, note: str = "") -> None:
-        """Show progress by editing one status message."""
-        text = f"{round(fraction * 100)}%" + (f" · {note}" if note else "")
-        if self._progress is None:
-            self._progress = await self._post(text)
-        else:
-            await self._progress.edit(content=text)
-
-    async def error(self, text: str) -> None:
-        """Say what went wrong, in one message."""
-        await self._post(split_message(text, MESSAGE_LIMIT)[0])
+    async def on_job_button(self, interaction: discord.Interaction[Any], command: str) -> None:
+        """A re-roll, variations or cancel button was pressed."""
+        await self.adapter.answer_button(interaction, command)
 
 
 class DiscordAdapter:
-    """Connects to Discord and serves messages addressed to the bot."""
+    """Connects to Discord and serves messages, slash commands and buttons addressed to the bot."""
 
-    name = "discord"
+    name = PLATFORM
 
     def __init__(self, settings: DiscordSection, token: str, edit_interval: float = EDIT_INTERVAL_S) -> None:
         self.settings = settings
@@ -122,7 +69,7 @@ class DiscordAdapter:
         self.edit_interval = edit_interval
         intents = discord.Intents.default()
         intents.message_content = True  # the bot reads what it is asked
-        self.client = discord.Client(intents=intents)
+        self.client = AtelierClient(self, intents)
         self.roots: dict[int, int] = {}  # message id → first message of its reply chain
         self.bot_threads: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -132,22 +79,17 @@ class DiscordAdapter:
         self.client.event(self.on_ready)
 
     async def run(self, bot: Bot) -> None:
-        """Log in and serve until stopped."""
+        """Log in, resume stored jobs, and serve until stopped."""
         self._bot = bot
+        bot.reply_factories[PLATFORM] = self.reply_for_job
         if self.settings.log_channel:
             bot.enforcement.listeners.append(self._log_event)
-        await bot.start_jobs()
         await self.client.start(self._token)
 
-    async def _log_event(self, event: ModerationEvent) -> None:
-        """Post a refusal from this platform to the admins' log channel."""
-        if event.message.platform != self.name or not self.settings.log_channel:
-            return
-        channel = self.client.get_channel(int(self.settings.log_channel))
-        if not isinstance(channel, discord.abc.Messageable):
-            log.warning("the moderation log channel %s is not a text channel the bot can see", self.settings.log_channel)
-            return
-        await channel.send(format_event(event)[:MESSAGE_LIMIT], allowed_mentions=discord.AllowedMentions.none())
+    async def on_login(self) -> None:
+        """Logged in (REST works, the gateway is not up yet): resume jobs a previous run left."""
+        if self._bot is not None:
+            await self._bot.start_jobs()
 
     async def stop(self) -> None:
         """Let in-flight answers finish, then disconnect."""
@@ -160,20 +102,112 @@ class DiscordAdapter:
         log.info("connected to Discord as %s", self.client.user)
         self.ready.set()
 
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _remember(self, root: int) -> Any:
+        def remember(posted: int) -> None:
+            self.roots[posted] = root  # a reply to this message continues the same chain
+
+        return remember
+
+    # --- messages ------------------------------------------------------------------------
+
     async def on_message(self, message: discord.Message) -> None:
         """Gateway MESSAGE_CREATE: answer it when it is addressed to the bot and allowed here."""
         me = self.client.user
         if me is None or self._bot is None or not addressed_to_bot(message, me.id, self.bot_threads):
             return
-        if not is_allowed(message, self.settings.allow, self.settings.deny):
+        if not is_allowed(message.channel, message.author, self.settings.allow, self.settings.deny):
             return
         root = chain_root(message, self.roots)
         self.roots[message.id] = root
+        incoming = to_message(message, me.id, root)
+        reply = DiscordReply(message.channel, message, self._remember(root), self.edit_interval)
+        if self._opens_thread(message, root):
+            thread = await self._open_thread(message, incoming.text)
+            if thread is not None:
+                key = ConversationKey(PLATFORM, str(thread.guild.id), str(message.channel.id), f"thread:{thread.id}")
+                incoming = dataclasses.replace(incoming, conversation=key)
+                reply = DiscordReply(thread, None, lambda posted: None, self.edit_interval)
+        self._spawn(self._bot.handle(incoming, reply), f"discord-{message.id}")
 
-        def remember(posted: int) -> None:
-            self.roots[posted] = root
+    def _opens_thread(self, message: discord.Message, root: int) -> bool:
+        """With auto_thread, a new conversation (a mention, not a reply) in a text channel gets its own thread."""
+        return self.settings.auto_thread and message.guild is not None and root == message.id and isinstance(message.channel, discord.TextChannel)
 
-        reply = DiscordReply(message.channel, message, remember, self.edit_interval)
-        task = asyncio.create_task(self._bot.handle(to_message(message, me.id, root), reply), name=f"discord-{message.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _open_thread(self, message: discord.Message, text: str) -> discord.Thread | None:
+        name = " ".join(text.split())[:THREAD_NAME_CHARS] or "Atelier"
+        try:
+            thread = await message.create_thread(name=name, auto_archive_duration=1440)
+        except discord.HTTPException as error:
+            # Missing "Create Public Threads" permission: answer in the channel instead.
+            log.warning("could not open a thread in %s (%s); answering in the channel", message.channel.id, error.status)
+            return None
+        self.bot_threads.add(thread.id)
+        return thread
+
+    # --- slash commands and buttons ------------------------------------------------------
+
+    async def answer_command(self, interaction: discord.Interaction[Any], text: str, root: int | None, private: bool) -> None:
+        """Acknowledge a slash command at once (Discord allows 3 s), then answer through follow-ups."""
+        if self._bot is None or not is_allowed(interaction.channel, interaction.user, self.settings.allow, self.settings.deny):
+            await interaction.response.send_message("I'm not enabled in this channel; ask an admin, or DM me.", ephemeral=True)
+            return
+        if text == "/reset" and interaction.guild_id is not None and not isinstance(interaction.channel, discord.Thread):
+            await interaction.response.send_message(
+                "Here every reply chain is its own conversation: mention me in a new message (not a reply) to start "
+                "fresh. /reset clears a thread or a DM.",
+                ephemeral=True,
+            )
+            return
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        remember = self._remember(root) if root is not None else (lambda posted: None)
+        reply = InteractionReply(interaction, self._channel_of(interaction), remember, self.edit_interval)
+        self._spawn(self._bot.handle(interaction_message(interaction, text, root), reply), f"discord-command-{interaction.id}")
+
+    async def answer_button(self, interaction: discord.Interaction[Any], command: str) -> None:
+        """A job button: acknowledged silently; a new job answers in the channel, a refusal only to the presser."""
+        if self._bot is None:
+            return
+        await interaction.response.defer()
+        pressed = interaction.message
+        root = None
+        if pressed is not None and interaction.guild_id is not None and not isinstance(interaction.channel, discord.Thread):
+            root = self.roots.get(pressed.id, pressed.id)
+        remember = self._remember(root) if root is not None else (lambda posted: None)
+        reply = InteractionReply(interaction, self._channel_of(interaction), remember, self.edit_interval, private_errors=True)
+        self._spawn(self._bot.handle(interaction_message(interaction, command, root), reply), f"discord-button-{interaction.id}")
+
+    def _channel_of(self, interaction: discord.Interaction[Any]) -> discord.abc.Messageable:
+        channel = interaction.channel
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        return self.client.get_partial_messageable(interaction.channel_id or 0)
+
+    # --- jobs after a restart, and the moderation log ------------------------------------
+
+    def reply_for_job(self, job: Job) -> Reply | None:
+        """A reply into a stored job's conversation, for a job resumed after a restart."""
+        _, _, channel, thread = job.conversation.split(":", 3)
+        target = int(thread.removeprefix("thread:")) if thread.startswith("thread:") else int(channel)
+        messageable = self.client.get_partial_messageable(target)
+        reference = None
+        if job.message_id and job.message_id.isdigit():
+            # The request may have been a slash command (no message to point at): do not fail on that.
+            reference = discord.MessageReference(message_id=int(job.message_id), channel_id=target, fail_if_not_exists=False)
+        root = int(thread.removeprefix("chain:")) if thread.startswith("chain:") else None
+        remember = self._remember(root) if root is not None else (lambda posted: None)
+        return DiscordReply(messageable, reference, remember, self.edit_interval)
+
+    async def _log_event(self, event: ModerationEvent) -> None:
+        """Post a refusal from this platform to the admins' log channel."""
+        if event.message.platform != self.name or not self.settings.log_channel:
+            return
+        channel = self.client.get_channel(int(self.settings.log_channel))
+        if not isinstance(channel, discord.abc.Messageable):
+            log.warning("the moderation log channel %s is not a text channel the bot can see", self.settings.log_channel)
+            return
+        await channel.send(format_event(event)[:MESSAGE_LIMIT], allowed_mentions=discord.AllowedMentions.none())

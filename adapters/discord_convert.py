@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container, Mapping
+from typing import Any
 
 import discord
 
@@ -36,7 +37,9 @@ def addressed_to_bot(message: discord.Message, bot_id: int, bot_threads: Contain
     resolved = message.reference.resolved if message.reference is not None else None
     if isinstance(resolved, discord.Message) and resolved.author.id == bot_id:
         return True
-    return isinstance(message.channel, discord.Thread) and message.channel.id in bot_threads
+    channel = message.channel
+    # A thread the bot opened is its conversation: every message there is for it, even after a restart.
+    return isinstance(channel, discord.Thread) and (channel.id in bot_threads or channel.owner_id == bot_id)
 
 
 def chain_root(message: discord.Message, roots: Mapping[int, int]) -> int:
@@ -58,14 +61,13 @@ def conversation_key(message: discord.Message, root: int) -> ConversationKey:
     return ConversationKey(PLATFORM, guild, str(channel.id), f"chain:{root}")
 
 
-def is_allowed(message: discord.Message, allow: AccessList, deny: AccessList) -> bool:
-    """Apply the config's allow/deny lists (deny wins; a non-empty allow list must match)."""
-    channel = message.channel
-    channels = {str(channel.id)}
+def is_allowed(channel: object, author: discord.abc.User, allow: AccessList, deny: AccessList) -> bool:
+    """Apply the config's allow/deny lists to where and who (deny wins; a non-empty allow list must match)."""
+    channels = {str(getattr(channel, "id", ""))}
     if isinstance(channel, discord.Thread) and channel.parent_id is not None:
         channels.add(str(channel.parent_id))
-    roles = {str(role.id) for role in getattr(message.author, "roles", [])}
-    user = {str(message.author.id)}
+    roles = {str(role.id) for role in getattr(author, "roles", [])}
+    user = {str(author.id)}
     if channels & set(deny.channels) or roles & set(deny.roles) or user & set(deny.users):
         return False
     if not (allow.channels or allow.roles or allow.users):
@@ -96,4 +98,30 @@ def to_message(message: discord.Message, bot_id: int, root: int) -> Message:
         is_dm=message.guild is None,
         nsfw=is_nsfw(message.channel),
         created_at=message.created_at.timestamp(),
+    )
+
+
+def interaction_key(interaction: discord.Interaction[Any], root: int | None) -> ConversationKey:
+    """The conversation of a slash command or button: DM, thread, the chain from `root`, or (None) the channel itself."""
+    channel_id = str(interaction.channel_id or 0)
+    if interaction.guild_id is None:
+        return ConversationKey(PLATFORM, "", channel_id, "")
+    guild = str(interaction.guild_id)
+    channel = interaction.channel
+    if isinstance(channel, discord.Thread):
+        return ConversationKey(PLATFORM, guild, str(channel.parent_id), f"thread:{channel.id}")
+    return ConversationKey(PLATFORM, guild, channel_id, f"chain:{root}" if root is not None else "")
+
+
+def interaction_message(interaction: discord.Interaction[Any], text: str, root: int | None) -> Message:
+    """The platform-neutral Message for a slash command (as its text form) or a button press."""
+    author = interaction.user
+    return Message(
+        conversation=interaction_key(interaction, root),
+        author=Author(str(author.id), author.display_name, is_admin=is_admin(author), is_bot=author.bot),
+        text=text,
+        id=str(interaction.id),
+        is_dm=interaction.guild_id is None,
+        nsfw=is_nsfw(interaction.channel),
+        created_at=interaction.created_at.timestamp(),
     )

@@ -82,7 +82,8 @@ class Bot:
         self.statuses = statuses
         self.moderator = moderator
         self.enforcement = Enforcement(store, config.moderation)
-        self.jobs = Scheduler(store, config.jobs, self._runners())
+        varies = frozenset({"image"} if getattr(image, "supports_variations", False) else ())
+        self.jobs = Scheduler(store, config.jobs, self._runners(), varies)
         # Adapters register how to reach a conversation of their platform, for jobs resumed after a restart.
         self.reply_factories: dict[str, Callable[[Job], Reply | None]] = {}
         self._jobs_started = False
@@ -206,7 +207,7 @@ class Bot:
             await self.store.touch_user(message.user_key, message.author.name)
             turn_id = await self.store.add_turn(conversation.id, "user", text, message.user_key, None, message.id or None)
 
-        persona = conversation.persona or self.config.bot.persona
+        persona = conversation.persona or await self._channel_persona(message.conversation) or self.config.bot.persona
         prompt = build_prompt(
             persona,
             [StoredTurn("user", text), *history],
@@ -233,6 +234,13 @@ class Bot:
             await reply.edit(refused.user_message)
             return
         await self.store.add_turn(conversation.id, "assistant", answer, None, message.user_key, learned_id=learned_id)
+
+    async def _channel_persona(self, key: ConversationKey) -> str | None:
+        """A persona an admin set for the whole channel (its thread-less key), which its threads and chains inherit."""
+        if not key.thread:
+            return None
+        channel = ConversationKey(key.platform, key.workspace, key.channel)
+        return (await self.store.conversation(channel)).persona
 
     async def _guarded(self, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
         """Pass a backend's chunks through, turning its failures and stalls into a user-facing error.

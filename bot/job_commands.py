@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from bot.commands import command
-from bot.errors import BackendUnavailable, UserInputError
-from bot.job_args import compose_params, imagine_params
+from bot.errors import BackendUnavailable, PermissionDenied, UserInputError
+from bot.job_args import MAX_SEED, compose_params, imagine_params
 from bot.jobs import JobKind
 from bot.messages import Message
 from moderation.policy import removes_clothing
@@ -39,6 +41,43 @@ async def _imagine(bot: Bot, message: Message, reply: Reply, args: str) -> None:
          "make music (WAV, and MIDI from the built-in composer)", takes_args=True)
 async def _compose(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     await submit(bot, message, reply, "music", compose_params(args))
+
+
+async def _earlier_job(bot: Bot, message: Message, job_id: str, verb: str) -> tuple[JobKind, dict[str, Any]]:
+    """The kind and parameters of a stored job the user may build on (theirs, or any for an admin)."""
+    row = await bot.store.job(job_id.strip().lower()) if job_id.strip() else None
+    if row is None:
+        raise UserInputError(f"No job {job_id or '(none given)'} is stored; give an id from a result, e.g. /{verb} 1a2b3c4d.")
+    if row["user_id"] != message.user_key and not message.author.is_admin:
+        raise PermissionDenied(f"Job {row['id']} is someone else's; only they or an admin can {verb} it.")
+    return row["kind"], json.loads(row["params"])
+
+
+@command("reroll", "/reroll <job-id>", "make a job again with a new seed", takes_args=True)
+async def _reroll(bot: Bot, message: Message, reply: Reply, args: str) -> None:
+    kind, params = await _earlier_job(bot, message, args, "reroll")
+    params = {**params, "seed": secrets.randbelow(MAX_SEED + 1)}
+    params.pop("variation", None)
+    await submit(bot, message, reply, kind, params)
+
+
+@command("vary", "/vary <job-id> [picture 1-4]", "make variations of one picture of an image job", takes_args=True)
+async def _vary(bot: Bot, message: Message, reply: Reply, args: str) -> None:
+    words = args.split()
+    if not 1 <= len(words) <= 2:
+        raise UserInputError("Give a job id and which picture, e.g. /vary 1a2b3c4d 2.")
+    kind, params = await _earlier_job(bot, message, words[0], "vary")
+    if kind != "image":
+        raise UserInputError("Only pictures have variations; /reroll makes the music again with a new seed.")
+    if not getattr(bot.image, "supports_variations", False):
+        raise BackendUnavailable("This image model cannot make variations; /reroll makes new pictures instead.")
+    count = int(params.get("n", 1))
+    picture = words[1] if len(words) == 2 else "1"
+    if not picture.isdigit() or not 1 <= int(picture) <= count:
+        raise UserInputError(f"Job {words[0]} made {count} picture(s); choose one from 1 to {count}.")
+    # A variation of a variation keeps its base picture and draws new nudges of it.
+    seed = params["seed"] if params.get("variation") else params["seed"] + int(picture) - 1
+    await submit(bot, message, reply, "image", {**params, "seed": seed, "variation": 1 + secrets.randbelow(MAX_SEED)})
 
 
 @command("queue", "/queue", "list your queued and running jobs")

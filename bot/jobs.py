@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from adapters.base import JobControls
 from bot.backends.media import JobCancelled, Progress
 from bot.config import JobsSection
 from bot.errors import BotError, UserInputError
@@ -92,8 +93,11 @@ class Job:
 class Scheduler:
     """Runs image and music jobs fairly within each backend's slots; nothing is dropped silently."""
 
-    def __init__(self, store: ConversationStore, config: JobsSection, runners: dict[str, Runner]) -> None:
+    def __init__(
+        self, store: ConversationStore, config: JobsSection, runners: dict[str, Runner], varies: frozenset[str] = frozenset()
+    ) -> None:
         self.store = store
+        self.varies = varies  # kinds whose backend can make variations of a result
         self.config = config
         self.runners = runners
         self._queues: dict[str, FairQueue[Job]] = {kind: FairQueue() for kind in runners}
@@ -132,8 +136,13 @@ class Scheduler:
                 worker = asyncio.create_task(self._work(kind), name=f"jobs-{kind}-slot-{slot}")
                 self._workers.append(worker)
 
-    async def _recover(self, job: Job, reply: Reply) -> None:
+    def _bind(self, job: Job, reply: Reply) -> None:
         self._replies[job.id] = reply
+        if isinstance(reply, JobControls):
+            reply.bind_job(job.id, job.kind, int(job.params.get("n", 1)) if job.kind in self.varies else 0)
+
+    async def _recover(self, job: Job, reply: Reply) -> None:
+        self._bind(job, reply)
         if job.kind not in self.runners or (job.status == "running" and job.attempts >= MAX_ATTEMPTS):
             known = job.kind in self.runners
             job.error = "the bot restarted while it was running, twice" if known else f"no {job.kind} generator is available now"
@@ -189,7 +198,7 @@ class Scheduler:
         except BaseException:
             self._forget_job(job)
             raise
-        self._replies[job.id] = reply
+        self._bind(job, reply)
         self._enqueue(job)
         seed = params.get("seed")
         await self._notify(job, "send", f"Queued {kind} job {job.id} ({self.where(job)}), seed {seed}. /cancel {job.id} to stop it.")

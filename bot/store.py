@@ -289,6 +289,11 @@ class ConversationStore:
         sql = f"UPDATE jobs SET {assignments} WHERE id = ?"
         await self._run(lambda: self.db.execute(sql, [*fields.values(), job_id]))
 
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        """One job's stored row (None once finished rows were forgotten or the id is unknown)."""
+        rows = await self._run(lambda: list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id])))
+        return rows[0] if rows else None
+
     async def unfinished_jobs(self) -> list[dict[str, Any]]:
         """Jobs that were queued or running when the process stopped, oldest first."""
         return await self._run(

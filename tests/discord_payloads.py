@@ -66,6 +66,43 @@ def message_payload(
     return data
 
 
+def interaction_payload(
+    interaction_id: int,
+    author: dict[str, Any],
+    *,
+    command: str | None = None,
+    options: dict[str, Any] | None = None,
+    button: str | None = None,
+    message: dict[str, Any] | None = None,
+    channel_id: int = CHANNEL_ID,
+    guild: bool = True,
+    roles: list[int] | None = None,
+) -> dict[str, Any]:
+    """An INTERACTION_CREATE payload: a slash command (type 2) or a button press on `message` (type 3)."""
+    if command is not None:
+        types = {bool: 5, int: 4, str: 3}
+        data: dict[str, Any] = {"id": "7000", "name": command, "type": 1, "options": [
+            {"name": key, "type": types[type(value)], "value": value} for key, value in (options or {}).items()]}  # fmt: skip
+    else:
+        data = {"custom_id": button, "component_type": 2}
+    payload: dict[str, Any] = {
+        "id": str(interaction_id), "application_id": "4242", "type": 2 if command is not None else 3, "data": data,
+        "channel_id": str(channel_id), "channel": {"id": str(channel_id), "type": 0 if guild else 1},
+        "token": f"token-{interaction_id}", "version": 1, "locale": "en-US", "entitlements": [],
+        "app_permissions": "0", "authorizing_integration_owners": {}, "context": 0 if guild else 1,
+        "attachment_size_limit": 10 * 1024 * 1024,
+    }  # fmt: skip
+    if guild:
+        payload["guild_id"] = str(GUILD_ID)
+        payload["member"] = {"user": author, "roles": [str(r) for r in roles or []], "joined_at": STAMP, "deaf": False,
+                             "mute": False, "flags": 0, "permissions": str((1 << 5) if roles else 0)}  # fmt: skip
+    else:
+        payload["user"] = author
+    if message is not None:
+        payload["message"] = message
+    return payload
+
+
 class World:
     """A discord.py connection state holding the test guild and a DM channel."""
 
@@ -75,6 +112,7 @@ class World:
         self.guild = discord.Guild(data=guild_payload(), state=self.state)  # type: ignore[arg-type]
         self.state._add_guild(self.guild)
         me = discord.ClientUser(state=self.state, data=user(BOT_ID, "atelier", bot=True))  # type: ignore[arg-type]
+        self.state.user = me
         self.dm = discord.DMChannel(me=me, state=self.state, data={"id": str(DM_CHANNEL_ID), "type": 1, "recipients": [user(5, "alice")]})  # type: ignore[arg-type]
 
     def message(self, data: dict[str, Any]) -> discord.Message:

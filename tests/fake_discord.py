@@ -42,7 +42,11 @@ class FakeDiscord:
         self.messages: dict[int, dict[str, Any]] = {}
         self.sockets: list[web.WebSocketResponse] = []
         self.identified = asyncio.Event()
+        self.resumed = asyncio.Event()
+        self.identify_count = 0
         self.ready = asyncio.Event()
+        self.interaction_channels: dict[str, int] = {}  # interaction token → its channel
+        self.callbacks: list[dict[str, Any]] = []  # interaction responses, in order
         self.rate_limit_next: dict[str, float] = {}  # "POST /channels/200/messages" → retry_after seconds
         self._ids = itertools.count(10_000)
         self._seq = itertools.count(1)
@@ -87,6 +91,16 @@ class FakeDiscord:
         for socket in self.sockets:
             await socket.send_str(json.dumps(payload))
 
+    async def interact(self, data: dict[str, Any]) -> None:
+        """Send an INTERACTION_CREATE (remembering where its follow-ups belong)."""
+        self.interaction_channels[data["token"]] = int(data["channel_id"])
+        await self.dispatch("INTERACTION_CREATE", data)
+
+    async def reconnect(self) -> None:
+        """Ask the bot to reconnect (op 7), as Discord does when it moves a session; the bot should RESUME."""
+        for socket in list(self.sockets):
+            await socket.send_str(json.dumps({"op": 7, "d": None}))
+
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
@@ -100,9 +114,11 @@ class FakeDiscord:
                 if message["op"] == 1:
                     await socket.send_str(json.dumps({"op": 11}))
                 elif message["op"] == 2:
+                    self.identify_count += 1
                     self.identified.set()
                     await self._ready(socket)
                 elif message["op"] == 6:
+                    self.resumed.set()
                     await socket.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": next(self._seq), "d": {}}))
         finally:
             self.sockets.remove(socket)
@@ -143,6 +159,13 @@ class FakeDiscord:
                                        "version": "1"} for command in body.get("json", [])])  # fmt: skip
         if parts[0] == "channels" and parts[-1] == "typing":
             return web.Response(status=204)
+        if parts[0] == "interactions" and parts[-1] == "callback":
+            return self._callback(parts[1], parts[2], body.get("json", {}))
+        if parts[0] == "webhooks":
+            channel_id = self.interaction_channels.get(parts[2], 0)
+            return self._message(request.method, channel_id, parts[4:] if len(parts) > 3 else [], body)
+        if parts[0] == "channels" and parts[-1] == "threads" and request.method == "POST":
+            return await self._thread(int(parts[1]), body.get("json", {}))
         if parts[0] == "channels" and parts[2:3] == ["messages"]:
             return self._message(request.method, int(parts[1]), parts[3:], body)
         return _json({"message": f"fake Discord has no route {route}", "code": 0}, status=404)
@@ -159,18 +182,40 @@ class FakeDiscord:
                 "mention_everyone": False, "mentions": [], "mention_roles": [], "embeds": [], "pinned": False, "type": 0,
                 "attachments": [{"id": str(next(self._ids)), "filename": name, "size": 1, "url": f"https://cdn/{name}",
                                  "proxy_url": f"https://cdn/{name}"} for name in body.get("files", [])],
+                "components": content.get("components") or [], "flags": content.get("flags", 0),
                 **({"message_reference": reference} if reference else {}),
             }  # fmt: skip
             return _json(self.messages[message_id])
         if method == "PATCH" and len(rest) == 1:
             stored = self.messages[int(rest[0])]
-            if "content" in content:
-                stored["content"] = content["content"]
+            for key in ("content", "components"):
+                if key in content:
+                    stored[key] = content[key] or ([] if key == "components" else "")
             return _json(stored)
         if method == "DELETE" and len(rest) == 1:
             self.messages.pop(int(rest[0]), None)
             return web.Response(status=204)
         return _json({"message": "unsupported", "code": 0}, status=404)
+
+    def _callback(self, interaction_id: str, token: str, content: dict[str, Any]) -> web.Response:
+        self.callbacks.append({"interaction": interaction_id, "token": token, **content})
+        data = content.get("data") or {}
+        interaction = {"id": interaction_id, "type": 2, "response_message_loading": content.get("type") == 5,
+                       "response_message_ephemeral": bool(data.get("flags", 0) & 64)}  # fmt: skip
+        return _json({"interaction": interaction, "resource": {"type": content.get("type", 4)}})
+
+    async def _thread(self, channel_id: int, content: dict[str, Any]) -> web.Response:
+        thread_id = next(self._ids)
+        thread = {"id": str(thread_id), "type": 11, "name": content.get("name", ""), "parent_id": str(channel_id),
+                  "guild_id": str(GUILD_ID), "owner_id": str(BOT_ID), "message_count": 0, "member_count": 1,
+                  "rate_limit_per_user": 0, "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
+                  "archive_timestamp": "2026-11-26T12:00:00+00:00", "locked": False}}  # fmt: skip
+        await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+        return _json(thread)
+
+    def followups(self, token: str) -> list[Call]:
+        """Messages the bot sent through an interaction's follow-up webhook."""
+        return [c for c in self.calls if c.method == "POST" and c.path == f"/webhooks/{APPLICATION_ID}/{token}"]
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         if request.content_type == "application/json":

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from bot.backends.base import TextOptions
-from bot.messages import Turn
+from bot.backends.media import ImageRequest, Progress
+from bot.messages import Artifact, Turn
 from moderation import Kind, Moderator, Verdict
 
 
@@ -65,3 +67,29 @@ class RuleModerator(Moderator):
     async def check(self, text: str, kind: Kind, context: Sequence[str] = (), **where: object) -> Verdict:
         """Ask the rule."""
         return await self.rule(text, kind)
+
+
+class GatedImageBackend:
+    """An ImageBackend that keeps reporting progress until the test releases it (so cancel can be tested)."""
+
+    name = "gated"
+    supports_variations = False
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    async def generate(self, request: ImageRequest, progress: Progress) -> list[Artifact]:
+        """Wait for release in a worker thread, reporting progress (which raises once the job is cancelled)."""
+
+        def work() -> list[Artifact]:
+            self.started.set()
+            while not self.release.wait(0.02):
+                progress(0.5, "waiting")
+            return [Artifact(b"\x89PNG fake", "image/png", f"gated-{request.seed}.png", {"seed": str(request.seed)})]
+
+        return await asyncio.to_thread(work)
+
+    async def close(self) -> None:
+        """Let any waiting job end."""
+        self.release.set()

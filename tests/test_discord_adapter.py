@@ -4,59 +4,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import discord
 import pytest
-import yarl
-from discord.gateway import DiscordWebSocket
 
-from adapters.discord_adapter import DiscordAdapter
-from bot.config import DiscordSection
 from bot.core import Bot
-from tests.discord_payloads import BOT_ID, CHANNEL_ID, DM_CHANNEL_ID, NSFW_CHANNEL_ID, message_payload, user
-from tests.fake_discord import FakeDiscord
+from tests.discord_harness import (
+    ALICE,
+    ATELIER,
+    EDIT_INTERVAL,
+    LOG_CHANNEL_ID,
+    Setup,
+    connected,
+    until,
+)
+from tests.discord_payloads import (
+    BOT_ID,
+    CHANNEL_ID,
+    DM_CHANNEL_ID,
+    THREAD_ID,
+    message_payload,
+    user,
+)
 from tests.fakes import QueuedTextBackend
-
-ALICE = user(5, "alice")
-ATELIER = user(BOT_ID, "atelier", bot=True)
-EDIT_INTERVAL = 0.2
-LOG_CHANNEL_ID = NSFW_CHANNEL_ID  # any text channel of the fake guild serves as the admins' log
-
-
-@dataclass
-class Setup:
-    fake: FakeDiscord
-    adapter: DiscordAdapter
-    backend: QueuedTextBackend
 
 
 @pytest.fixture
 async def discord_bot(bot: Bot, backend: QueuedTextBackend) -> AsyncIterator[Setup]:
-    fake = FakeDiscord()
-    await fake.start()
-    saved = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
-    discord.http.Route.BASE = fake.rest_base  # type: ignore[misc]
-    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
-    settings = DiscordSection(enabled=True, log_channel=str(LOG_CHANNEL_ID))
-    adapter = DiscordAdapter(settings, "fake-token", edit_interval=EDIT_INTERVAL)
-    running = asyncio.create_task(adapter.run(bot))
-    try:
-        await asyncio.wait_for(adapter.ready.wait(), 10)
-        yield Setup(fake, adapter, backend)
-    finally:
-        await adapter.stop()
-        await asyncio.wait_for(asyncio.gather(running, return_exceptions=True), 10)
-        await fake.stop()
-        discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved  # type: ignore[misc]
-
-
-async def until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+    async with connected(bot, backend) as setup:
+        yield setup
 
 
 async def test_a_mention_gets_a_streamed_reply_at_the_edit_cadence(discord_bot: Setup) -> None:
@@ -116,3 +91,62 @@ async def test_a_429_is_waited_out_and_the_reply_still_arrives(discord_bot: Setu
     await until(lambda: len(fake.posts(CHANNEL_ID)) == 2)
     first, second = fake.posts(CHANNEL_ID)
     assert second.at - first.at >= 0.25
+
+
+async def test_a_reply_to_the_bot_continues_the_conversation(discord_bot: Setup) -> None:
+    fake, backend = discord_bot.fake, discord_bot.backend
+    backend.queue("Paris is the capital of France.")
+    backend.queue("About two million people.")
+    await fake.dispatch("MESSAGE_CREATE", message_payload(20, f"<@{BOT_ID}> capital of France?", ALICE, mentions=[ATELIER]))
+    await until(lambda: any(m["content"].startswith("Paris") for m in fake.messages.values()))
+    answer = next(m for m in fake.messages.values() if m["content"].startswith("Paris"))
+    await fake.dispatch("MESSAGE_CREATE", message_payload(21, "how many live there?", ALICE, reply_to=answer))
+    await until(lambda: len(backend.prompts) == 2)
+    assert "capital of France?" in str(backend.prompts[1]) and "Paris is the capital" in str(backend.prompts[1])
+
+
+async def test_a_thread_the_bot_opened_is_one_conversation_without_mentions(discord_bot: Setup) -> None:
+    fake, backend = discord_bot.fake, discord_bot.backend
+    backend.queue("Noted: your cat is called Miso.")
+    backend.queue("Your cat is Miso.")
+    await fake.dispatch("MESSAGE_CREATE", message_payload(22, "my cat is called Miso", ALICE, THREAD_ID))
+    await until(lambda: len(fake.posts(THREAD_ID)) == 1)
+    await fake.dispatch("MESSAGE_CREATE", message_payload(23, "what is my cat called?", ALICE, THREAD_ID))
+    await until(lambda: len(backend.prompts) == 2)
+    assert "my cat is called Miso" in str(backend.prompts[1])
+
+
+async def test_auto_thread_opens_a_thread_per_new_conversation(bot: Bot, backend: QueuedTextBackend) -> None:
+    async with connected(bot, backend, auto_thread=True) as setup:
+        fake = setup.fake
+        backend.queue("Happy to help with your garden.")
+        backend.queue("Tomatoes like sun.")
+        await fake.dispatch("MESSAGE_CREATE", message_payload(24, f"<@{BOT_ID}> garden advice please", ALICE, mentions=[ATELIER]))
+        await until(lambda: any(c.path.endswith("/messages/24/threads") for c in fake.calls))
+        opened = next(c for c in fake.calls if c.path.endswith("/messages/24/threads"))
+        assert opened.body["json"]["name"] == "garden advice please"
+        await until(lambda: any(c.path.endswith("/messages") and "/channels/200/" not in c.path for c in fake.calls if c.method == "POST"))
+        [post] = [c for c in fake.calls if c.method == "POST" and c.path.endswith("/messages")]
+        thread_id = int(post.path.split("/")[2])
+        assert thread_id != CHANNEL_ID and fake.posts(CHANNEL_ID) == []
+        # In its own thread the bot answers without a mention, with the thread's history.
+        await fake.dispatch("MESSAGE_CREATE", message_payload(25, "what should I plant?", ALICE, thread_id))
+        await until(lambda: len(backend.prompts) == 2)
+        assert "garden advice please" in str(backend.prompts[1])
+        await until(lambda: len(fake.posts(thread_id)) == 2)
+
+
+async def test_after_a_reconnect_the_bot_resumes_and_in_flight_replies_finish(discord_bot: Setup) -> None:
+    fake, backend = discord_bot.fake, discord_bot.backend
+    backend.queue(" ".join(f"w{i}" for i in range(20)))
+    backend.delay = 0.03
+    await fake.dispatch("MESSAGE_CREATE", message_payload(26, f"<@{BOT_ID}> count slowly", ALICE, mentions=[ATELIER]))
+    await until(lambda: len(fake.posts(CHANNEL_ID)) == 1)
+    await fake.reconnect()  # the gateway drops mid-answer
+    await asyncio.wait_for(fake.resumed.wait(), 10)
+    await until(lambda: any(m["content"].endswith("w19") for m in fake.messages.values()))
+    backend.delay = 0
+    backend.queue("still here")
+    await fake.dispatch("MESSAGE_CREATE", message_payload(27, f"<@{BOT_ID}> still there?", ALICE, mentions=[ATELIER]))
+    await until(lambda: any(m["content"] == "still here" for m in fake.messages.values()))
+    assert fake.identify_count == 1  # resumed, not a fresh login

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import discord
 import pytest
 
-from adapters.discord_convert import addressed_to_bot, chain_root, is_allowed, to_message
+from adapters.discord_convert import addressed_to_bot, chain_root, interaction_message, is_allowed, to_message
 from bot.config import AccessList
 from tests.discord_payloads import (
-    ADMIN_ROLE, BOT_ID, CHANNEL_ID, DM_CHANNEL_ID, GUILD_ID, NSFW_CHANNEL_ID, THREAD_ID, World, message_payload, user,
+    ADMIN_ROLE, BOT_ID, CHANNEL_ID, DM_CHANNEL_ID, GUILD_ID, NSFW_CHANNEL_ID, THREAD_ID, World, interaction_payload,
+    message_payload, user,
 )  # fmt: skip
 
 ALICE = user(5, "alice")
@@ -82,4 +84,21 @@ def test_admins_are_recognised_by_their_role_permissions(world: World) -> None:
 )
 def test_allow_and_deny_lists(world: World, allow: AccessList, deny: AccessList, allowed: bool) -> None:
     message = world.message(message_payload(80, "hi", ALICE, THREAD_ID, roles=[ADMIN_ROLE]))
-    assert is_allowed(message, allow, deny) is allowed
+    assert is_allowed(message.channel, message.author, allow, deny) is allowed
+
+
+@pytest.mark.parametrize(
+    ("payload", "root", "key"),
+    [
+        (interaction_payload(1, ALICE, command="chat"), 1, "discord:100:200:chain:1"),
+        (interaction_payload(1, ALICE, command="persona"), None, "discord:100:200:"),
+        (interaction_payload(1, ALICE, command="chat", channel_id=DM_CHANNEL_ID, guild=False), 1, "discord::400:"),
+        (interaction_payload(1, ALICE, command="reset", channel_id=THREAD_ID), None, "discord:100:200:thread:300"),
+    ],
+    ids=["chat-starts-a-chain", "channel-wide", "dm", "thread"],
+)
+def test_where_a_slash_command_belongs(world: World, payload: dict, root: int | None, key: str) -> None:
+    interaction = discord.Interaction(data=payload, state=world.state)  # type: ignore[arg-type]
+    message = interaction_message(interaction, "/reset", root)
+    assert str(message.conversation) == key
+    assert message.author.name == "Alice" and message.is_dm == (key.startswith("discord::"))

@@ -27,6 +27,8 @@ class ImageRequest:
     height: int = 512
     n: int = 1
     negative: str = ""
+    # Non-zero: variations of the picture drawn with `seed` (picture i gets variation + i), not new pictures.
+    variation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ class ImageBackend(Protocol):
     """Makes pictures from a prompt."""
 
     name: str
+
+    supports_variations: bool
 
     async def generate(self, request: ImageRequest, progress: Progress) -> list[Artifact]:
         """Return `request.n` images (PNG with provenance text chunks)."""

@@ -24,6 +24,8 @@ LATENT = 8
 HIDDEN = 24
 LAYERS = 4
 STEPS = 8
+# How far a variation's network weights move, relative to their spread.
+VARIATION_AMOUNT = 0.2
 PALETTE_SIZE = 5
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (200, 30, 40), "crimson": (160, 20, 50), "orange": (240, 130, 30), "yellow": (245, 215, 60),
@@ -89,6 +91,15 @@ class CPPN:
         self.out = torch.randn(HIDDEN, PALETTE_SIZE, generator=generator) * 1.8
         self.sharpness = 1.5 + 3.0 * float(torch.rand(1, generator=generator))
 
+    def varied(self, variation: int, amount: float = VARIATION_AMOUNT) -> CPPN:
+        """A close relative of this network: the same shapes, nudged, so the picture stays recognisable."""
+        generator = torch.Generator().manual_seed(variation)
+        twin = CPPN.__new__(CPPN)
+        twin.weights = [w + torch.randn(w.shape, generator=generator) * w.std() * amount for w in self.weights]
+        twin.out = self.out + torch.randn(self.out.shape, generator=generator) * self.out.std() * amount
+        twin.sharpness = self.sharpness
+        return twin
+
     def weights_for(self, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         """Softmax palette weights for N×3 coordinates (x, y, r)."""
         hidden = torch.cat([coords, latent.expand(coords.shape[0], LATENT)], dim=1)
@@ -101,8 +112,8 @@ class CPPN:
 
 def render(request: ImageRequest, index: int, progress: Progress) -> Artifact:
     """Draw picture `index` of a request, reporting STEPS progress steps."""
-    seed = request.seed + index
-    network = CPPN(seed)
+    seed = request.seed if request.variation else request.seed + index
+    network = CPPN(seed).varied(request.variation + index) if request.variation else CPPN(seed)
     latent = prompt_latent(request.prompt, request.negative)
     palette = torch.from_numpy(palette_for(request.prompt, request.negative, seed))
     scale = max(request.width, request.height)
@@ -121,14 +132,17 @@ def render(request: ImageRequest, index: int, progress: Progress) -> Artifact:
             pixels[step * rows : step * rows + len(band)] = (colour.reshape(len(band), request.width, 3) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
             done = (index * STEPS + step + 1) / (request.n * STEPS)
             progress(done, f"image {index + 1}/{request.n}, step {step + 1}/{STEPS}")
-    metadata = provenance(request.prompt, seed, "procedural", negative=request.negative, size=f"{request.width}x{request.height}")
-    return Artifact(png_bytes(pixels, metadata), "image/png", f"atelier-{seed}.png", metadata)
+    extra = {"variation": str(request.variation + index)} if request.variation else {}
+    metadata = provenance(request.prompt, seed, "procedural", negative=request.negative, size=f"{request.width}x{request.height}", **extra)
+    name = f"atelier-{seed}-v{request.variation + index}.png" if request.variation else f"atelier-{seed}.png"
+    return Artifact(png_bytes(pixels, metadata), "image/png", name, metadata)
 
 
 class ProceduralBackend:
     """The `procedural` ImageBackend."""
 
     name = "procedural"
+    supports_variations = True
 
     async def generate(self, request: ImageRequest, progress: Progress) -> list[Artifact]:
         """Render `request.n` pictures in a worker thread."""
