@@ -181,3 +181,12 @@ async def test_personal_commands_answer_privately(drawing: Setup) -> None:
     await until(lambda: fake.followups("token-8015"))
     assert fake.callbacks[-1]["type"] == 5 and fake.callbacks[-1]["data"]["flags"] & 64
     assert "procedural" in fake.followups("token-8015")[0].body["json"]["content"]
+
+
+async def test_a_file_over_the_upload_limit_gets_a_message_instead(drawing: Setup) -> None:
+    fake = drawing.fake
+    payload = interaction_payload(8016, ALICE, command="imagine", options={"prompt": "a big sky", "seed": 1, "size": "256x256"})
+    payload["attachment_size_limit"] = 1000  # Discord tells each interaction what this place accepts
+    await fake.interact(payload)
+    await until(lambda: any("upload limit" in c.body.get("json", {}).get("content", "") for c in fake.followups("token-8016")), timeout=20)
+    assert not any(files(c) for c in fake.calls)
