@@ -25,6 +25,7 @@ bench: setup
 	$(PY) bench/jobs.py
 	$(PY) bench/moderation.py
 	$(PY) bench/discord.py
+	$(PY) bench/slack.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info atelier-output

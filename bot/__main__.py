@@ -8,10 +8,17 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bot.config import Config, ConfigError, default_config_path, load_config, require_secret
+from bot.config import (
+    Config,
+    ConfigError,
+    default_config_path,
+    load_config,
+    require_secret,
+)
 from bot.logs import setup_logging
 
 if TYPE_CHECKING:
+    from adapters.base import Adapter
     from bot.core import Bot
 
 EXIT_CONFIG = 2
@@ -89,35 +96,64 @@ def _check_run(config: Config) -> None:
             require_secret(slack.app_token_env, "adapters.slack.app_token_env")
         else:
             require_secret(slack.signing_secret_env, "adapters.slack.signing_secret_env")
-    if slack.enabled:
-        raise ConfigError(
-            "the Slack adapter is not part of this version yet; set adapters.slack.enabled to false "
-            "(Discord works) or use `python -m bot chat` meanwhile."
+
+
+def _adapters(config: Config) -> list[Adapter]:
+    """The enabled platform adapters, built with their secrets from the environment."""
+    adapters: list[Adapter] = []
+    discord_settings, slack_settings = config.adapters.discord, config.adapters.slack
+    if discord_settings.enabled:
+        from adapters.discord_adapter import DiscordAdapter
+
+        adapters.append(DiscordAdapter(discord_settings, require_secret(discord_settings.token_env, "adapters.discord.token_env")))
+    if slack_settings.enabled:
+        from adapters.slack_adapter import SlackAdapter
+
+        socket = slack_settings.mode == "socket"
+        adapters.append(SlackAdapter(
+            slack_settings,
+            require_secret(slack_settings.bot_token_env, "adapters.slack.bot_token_env"),
+            app_token=require_secret(slack_settings.app_token_env, "adapters.slack.app_token_env") if socket else None,
+            signing_secret=None if socket else require_secret(slack_settings.signing_secret_env, "adapters.slack.signing_secret_env"),
+        ))  # fmt: skip
+    return adapters
+
+
+def _login_error(error: BaseException, config: Config) -> ConfigError | None:
+    """A one-line explanation for a platform refusing our credentials, or None for other failures."""
+    import discord
+
+    if isinstance(error, discord.LoginFailure):
+        return ConfigError(
+            f"Discord refused the token in {config.adapters.discord.token_env}; copy the bot token again from the "
+            "Developer Portal (Bot → Reset Token)."
         )
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        return ConfigError(
+            "Discord refused the Message Content intent; enable it in the Developer Portal (Bot → Privileged Gateway "
+            "Intents → Message Content Intent)."
+        )
+    return error if isinstance(error, ConfigError) else None
 
 
 async def _run(config: Config) -> None:
     """Start the core and every enabled adapter; stop them all when one ends or on Ctrl-C."""
-    import discord
-
-    from adapters.discord_adapter import DiscordAdapter
-
     bot = await _start_bot(config)
-    adapter = DiscordAdapter(config.adapters.discord, require_secret(config.adapters.discord.token_env, "adapters.discord.token_env"))
+    adapters = _adapters(config)
+    tasks = [asyncio.create_task(adapter.run(bot), name=f"adapter-{adapter.name}") for adapter in adapters]
     try:
-        await adapter.run(bot)
-    except discord.LoginFailure:
-        raise ConfigError(
-            f"Discord refused the token in {config.adapters.discord.token_env}; copy the bot token again from the "
-            "Developer Portal (Bot → Reset Token)."
-        ) from None
-    except discord.PrivilegedIntentsRequired:
-        raise ConfigError(
-            "Discord refused the Message Content intent; enable it in the Developer Portal (Bot → Privileged Gateway "
-            "Intents → Message Content Intent)."
-        ) from None
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                explained = _login_error(error, config)
+                raise explained if explained is not None else error
     finally:
-        await adapter.stop()
+        for adapter in adapters:
+            await adapter.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await bot.close()
 
 

@@ -121,6 +121,13 @@ class ConversationStore:
         self._open[str(key)] = info
         return info
 
+    async def has_conversation(self, key: ConversationKey) -> bool:
+        """Whether anyone has talked to the bot under this key before (without creating it)."""
+        if str(key) in self._open:
+            return True
+        row = await self._run(lambda: self.db.execute("SELECT 1 FROM conversations WHERE key = ? LIMIT 1", [str(key)]).fetchone())
+        return row is not None
+
     async def reset(self, key: ConversationKey) -> ConversationInfo:
         """Close the open conversation for `key` and start a new one (the persona carries over)."""
         return await self._run(self._reset, key)

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tests.discord_payloads import BOT_ID, GUILD_ID, guild_payload, user
+from tests.loopback import LoopbackServer
 
 APPLICATION_ID = 4242
 
@@ -34,13 +35,13 @@ class Call:
     at: float = field(default_factory=time.monotonic)
 
 
-class FakeDiscord:
+class FakeDiscord(LoopbackServer):
     """REST under /api/v10 and a gateway at /gateway, speaking just enough of Discord's protocol."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[Call] = []
         self.messages: dict[int, dict[str, Any]] = {}
-        self.sockets: list[web.WebSocketResponse] = []
         self.identified = asyncio.Event()
         self.resumed = asyncio.Event()
         self.identify_count = 0
@@ -50,28 +51,13 @@ class FakeDiscord:
         self.rate_limit_next: dict[str, float] = {}  # "POST /channels/200/messages" → retry_after seconds
         self._ids = itertools.count(10_000)
         self._seq = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Listen on a free loopback port."""
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """The fake's endpoints."""
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        """Close sockets and the server."""
-        for socket in list(self.sockets):
-            await socket.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     @property
     def rest_base(self) -> str:

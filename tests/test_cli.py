@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -57,6 +58,22 @@ def test_slack_http_mode_needs_the_signing_secret(tmp_path: Path) -> None:
     result = run_bot(tmp_path, "run", config="adapters: {slack: {enabled: true, mode: http}}", env={"SLACK_BOT_TOKEN": "xoxb-123456789"})
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr
     assert "xoxb-123456789" not in result.stderr
+
+
+async def test_a_refused_slack_token_is_one_line_without_the_token(tmp_path: Path) -> None:
+    from tests.fake_slack import REVOKED_TOKEN, FakeSlack
+
+    fake = FakeSlack()
+    await fake.start()
+    try:
+        config = f"adapters: {{slack: {{enabled: true, mode: socket, api_base_url: '{fake.api_base_url}'}}}}\nbot: {{db: {tmp_path / 'a.db'}}}"
+        env = {"SLACK_BOT_TOKEN": REVOKED_TOKEN, "SLACK_APP_TOKEN": "xapp-1-abc"}
+        result = await asyncio.to_thread(run_bot, tmp_path, "run", config=config, env=env)
+    finally:
+        await fake.stop()
+    assert result.returncode == 2, result.stderr
+    assert "atelier: Slack refused the bot token in SLACK_BOT_TOKEN (invalid_auth)" in result.stderr
+    assert REVOKED_TOKEN not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_config_typo_stops_start_up_with_the_keys_path(tmp_path: Path) -> None:
