@@ -123,11 +123,19 @@ class ConsoleAdapter:
 
     def _read_lines(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
         # A plain thread: stdin may be a file, a pipe or a TTY, and only blocking reads suit all three.
+        def hand_over(item: bytes | None) -> bool:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop already closed (Ctrl-C): nobody is left to read this
+                return False
+            return True
+
         try:
             for raw in self._lines():
-                loop.call_soon_threadsafe(queue.put_nowait, raw)
+                if not hand_over(raw):
+                    return
         finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
+            hand_over(None)
 
     def _lines(self) -> Iterator[bytes]:
         try:

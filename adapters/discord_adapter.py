@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from adapters.base import finish_in_flight
 from adapters.discord_commands import build_tree, sync_commands
 from adapters.discord_convert import (
     MESSAGE_LIMIT,
@@ -93,8 +94,7 @@ class DiscordAdapter:
 
     async def stop(self) -> None:
         """Let in-flight answers finish, then disconnect."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await finish_in_flight(self._tasks)
         await self.client.close()
 
     async def on_ready(self) -> None:
@@ -127,7 +127,7 @@ class DiscordAdapter:
         incoming = to_message(message, me.id, root)
         reply = DiscordReply(message.channel, message, self._remember(root), self.edit_interval)
         if self._opens_thread(message, root):
-            thread = await self._open_thread(message, incoming.text)
+            thread = await self._open_thread(message, incoming.author.name)
             if thread is not None:
                 key = ConversationKey(PLATFORM, str(thread.guild.id), str(message.channel.id), f"thread:{thread.id}")
                 incoming = dataclasses.replace(incoming, conversation=key)
@@ -138,8 +138,9 @@ class DiscordAdapter:
         """With auto_thread, a new conversation (a mention, not a reply) in a text channel gets its own thread."""
         return self.settings.auto_thread and message.guild is not None and root == message.id and isinstance(message.channel, discord.TextChannel)
 
-    async def _open_thread(self, message: discord.Message, text: str) -> discord.Thread | None:
-        name = " ".join(text.split())[:THREAD_NAME_CHARS] or "Atelier"
+    async def _open_thread(self, message: discord.Message, author: str) -> discord.Thread | None:
+        # Not the message itself: the name is public and shown before moderation has judged the text.
+        name = f"Atelier · {author}"[:THREAD_NAME_CHARS]
         try:
             thread = await message.create_thread(name=name, auto_archive_duration=1440)
         except discord.HTTPException as error:
@@ -165,12 +166,13 @@ class DiscordAdapter:
             return
         await interaction.response.defer(thinking=True, ephemeral=private)
         remember = self._remember(root) if root is not None else (lambda posted: None)
-        reply = InteractionReply(interaction, self._channel_of(interaction), remember, self.edit_interval)
+        reply = InteractionReply(interaction, self._channel_of(interaction), remember, self.edit_interval, private=private)
         self._spawn(self._bot.handle(interaction_message(interaction, text, root), reply), f"discord-command-{interaction.id}")
 
     async def answer_button(self, interaction: discord.Interaction[Any], command: str) -> None:
         """A job button: acknowledged silently; a new job answers in the channel, a refusal only to the presser."""
-        if self._bot is None:
+        if self._bot is None or not is_allowed(interaction.channel, interaction.user, self.settings.allow, self.settings.deny):
+            await interaction.response.send_message("I'm not enabled for you here; ask an admin.", ephemeral=True)
             return
         await interaction.response.defer()
         pressed = interaction.message

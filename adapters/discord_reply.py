@@ -87,6 +87,8 @@ class DiscordReply:
         self._status_open = False
         self._job: tuple[str, str, int] | None = None
         self._attached = 0
+        self._answer: list[discord.Message] = []  # the messages of the streamed answer, for edit()
+        self._last_progress = 0.0
 
     def bind_job(self, job_id: str, kind: str, variations: int) -> None:
         """This reply answers a job: its messages get cancel, re-roll and variation buttons."""
@@ -131,6 +133,7 @@ class DiscordReply:
         """Post a placeholder at once, edit it as text arrives (at most once per interval), then finish."""
         async with self._typing():
             message = await self._post(PLACEHOLDER)
+        self._answer = [message]
         loop = asyncio.get_running_loop()
         text, shown, last_edit = "", PLACEHOLDER, loop.time()
         async for chunk in chunks:
@@ -146,15 +149,19 @@ class DiscordReply:
                 await asyncio.sleep(wait)  # keep the cadence for the final edit too
             await message.edit(content=pieces[0])
         for piece in pieces[1:]:
-            await self._post(piece)
+            self._answer.append(await self._post(piece))
         return text
 
     async def edit(self, text: str) -> None:
-        """Replace the last message posted (e.g. a withdrawn answer)."""
-        if self.last is None:
+        """Replace the streamed answer (all its messages) with `text`: a withdrawn answer leaves nothing behind."""
+        answer = self._answer or ([self.last] if self.last is not None else [])
+        if not answer:
             await self.send(text)
-        else:
-            await self.last.edit(content=split_message(text, MESSAGE_LIMIT)[0])
+            return
+        await answer[0].edit(content=split_message(text, MESSAGE_LIMIT)[0])
+        for message in answer[1:]:
+            with contextlib.suppress(discord.NotFound):
+                await message.delete()
 
     def _upload_limit(self) -> int:
         guild = getattr(self.channel, "guild", None)
@@ -188,10 +195,14 @@ class DiscordReply:
         text = f"{round(fraction * 100)}%" + (f" · {note}" if note else "")
         if self._job is not None:
             text = f"{self._job[1].capitalize()} job {self._job[0]}: {text}"
+        now = time.monotonic()
         if self._status is None:
             self._status = await self._post(text)
-        else:
+        elif now - self._last_progress >= self.edit_interval:  # Discord allows ~5 edits per 5 s per message
             await self._status.edit(content=text)
+        else:
+            return
+        self._last_progress = now
 
     async def error(self, text: str) -> None:
         """Say what went wrong, in one message."""
@@ -208,10 +219,12 @@ class InteractionReply(DiscordReply):
         on_posted: Callable[[int], None] = lambda message_id: None,
         edit_interval: float = EDIT_INTERVAL_S,
         private_errors: bool = False,
+        private: bool = False,
     ) -> None:
         super().__init__(channel, None, on_posted, edit_interval)
         self.interaction = interaction
         self.private_errors = private_errors
+        self.private = private  # the deferral was ephemeral: every follow-up must be too
         self._started = time.monotonic()
 
     def _typing(self) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -224,12 +237,14 @@ class InteractionReply(DiscordReply):
         if time.monotonic() - self._started > INTERACTION_TOKEN_S:
             return await super()._send(text, None, **extra)
         extra = {key: value for key, value in extra.items() if value is not None}
+        if self.private:
+            extra["ephemeral"] = True
         message = await self.interaction.followup.send(text or discord.utils.MISSING, wait=True, allowed_mentions=NO_PINGS, **extra)
         return message
 
     async def error(self, text: str) -> None:
         """A refused or mistaken button press is told only to the person who pressed it."""
-        if self.private_errors:
+        if self.private_errors and self._job is None:  # a refused press; a job's own failure is everyone's news
             await self.interaction.followup.send(split_message(text, MESSAGE_LIMIT)[0], ephemeral=True, allowed_mentions=NO_PINGS)
         else:
             await super().error(text)

@@ -21,11 +21,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.base import finish_in_flight
 from adapters.slack_convert import (
+    MESSAGE_LIMIT,
     PLATFORM,
     author_from_profile,
     command_text,
     conversation_key,
+    escape,
     is_dm,
     is_from_a_person,
     mentioned_users,
@@ -148,8 +151,7 @@ class SlackAdapter:
             await self._socket.close_async()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await finish_in_flight(self._tasks)
         self._stopped.set()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -240,7 +242,11 @@ class SlackAdapter:
     async def _on_generate(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         """/imagine and /compose: acknowledged at once; the job lives in a thread under a short request message."""
         text = command_text(command["command"], command.get("text", "")) or ""
-        await ack(text=f"Working on `{text}`; follow the thread below." if command.get("text", "").strip() else None)
+        if not command.get("text", "").strip():
+            example = "a red fox in the snow --seed 5" if command["command"] == "/imagine" else "calm piano --duration 10"
+            await ack(text=f"Describe what you want, e.g. {command['command']} {example}")
+            return
+        await ack(text="Working on it; follow the thread below.")
         if self._bot is None:
             return
         channel, user = str(command["channel_id"]), str(command["user_id"])
@@ -293,7 +299,9 @@ class SlackAdapter:
         text = f"/{verb.split('_')[0]} {job_id}" + (f" {picture}" if picture else "")
         channel = str((body.get("channel") or {}).get("id", ""))
         container = body.get("container") or {}
-        thread = str(container.get("thread_ts") or (body.get("message") or {}).get("thread_ts") or container.get("message_ts") or "")
+        thread = str(container.get("thread_ts") or (body.get("message") or {}).get("thread_ts") or "")
+        if not thread and not channel.startswith("D"):
+            thread = str(container.get("message_ts") or "")  # a channel message is answered in its thread
         team = str((body.get("team") or {}).get("id") or self.team)
         user = str((body.get("user") or {}).get("id", ""))
         message = Message(
@@ -314,4 +322,5 @@ class SlackAdapter:
         """Post a refusal from this platform to the admins' log channel."""
         if event.message.platform != self.name or not self.settings.log_channel:
             return
-        await self.client.chat_postMessage(channel=self.settings.log_channel, text=format_event(event)[:3900])
+        text = escape(format_event(event))[:MESSAGE_LIMIT]  # the refused text quoted as is must not ping anyone
+        await self.client.chat_postMessage(channel=self.settings.log_channel, text=text)

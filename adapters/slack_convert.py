@@ -116,13 +116,15 @@ _INLINE_RULES = [
     (re.compile(r"\*\*(.+?)\*\*"), r"*\1*"),  # bold
     (re.compile(r"__(.+?)__"), r"*\1*"),
     (re.compile(r"~~(.+?)~~"), r"~\1~"),
-    (re.compile(r"!?\[([^\]]+)\]\((\S+?)\)"), r"<\2|\1>"),  # links (and images, as links)
+    # Links only to web or mail targets: <!channel|x> or <@U1|x> would ping people.
+    (re.compile(r"!?\[([^\]]+)\]\(((?:https?://|mailto:)[^\s|>]+?)\)"), r"<\2|\1>"),
     (re.compile(r"^#{1,6}\s+(.+?)\s*#*$", re.MULTILINE), r"*\1*"),  # headings
     (re.compile(r"^(\s*)[-*+]\s+", re.MULTILINE), r"\1• "),  # bullets
 ]
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
+    """Escape &, < and > so Slack shows text literally (no mentions, no links, no @channel)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -132,9 +134,9 @@ def markdown_to_mrkdwn(text: str) -> str:
     out: list[str] = []
     for index, part in enumerate(parts):
         if index % 2:  # code: Slack shows it literally, but &, < and > must still be escaped
-            out.append(_escape(re.sub(r"^```[\w+-]*\n", "```\n", part)))
+            out.append(escape(re.sub(r"^```[\w+-]*\n", "```\n", part)))
             continue
-        converted = _escape(part)
+        converted = escape(part)
         for pattern, replacement in _INLINE_RULES:
             converted = pattern.sub(replacement, converted)
         out.append(converted)

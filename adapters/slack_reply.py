@@ -23,6 +23,7 @@ UPDATES_PER_MINUTE = 50
 # Errors meaning "this workspace cannot stream natively": fall back to chat.update for good.
 NO_STREAMING = {"unknown_method", "not_allowed", "not_allowed_token_type", "feature_not_enabled", "method_deprecated", "not_enabled"}
 Private = Callable[[str], Awaitable[None]]
+SECTION_LIMIT = 3000
 
 
 def api_error(error: SlackApiError) -> str:
@@ -58,7 +59,8 @@ class WorkspacePacer:
 
 def job_blocks(text: str, buttons: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
     """A section with the text and, when there are any, a row of buttons (action_id, label, value)."""
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    # A section holds at most 3,000 characters.
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}]
     if buttons:
         elements = [{"type": "button", "action_id": action, "text": {"type": "plain_text", "text": label}, "value": value,
                      **({"style": "danger"} if action == "atelier_cancel" else {})} for action, label, value in buttons]  # fmt: skip
@@ -92,6 +94,7 @@ class SlackReply:
         self._job: tuple[str, str, int] | None = None
         self._status: str | None = None
         self._status_open = False
+        self._answer: list[str] = []  # the messages of the streamed answer, for edit()
 
     def bind_job(self, job_id: str, kind: str, variations: int) -> None:
         """This reply answers a job: its status message carries Cancel, then Re-roll and Variations."""
@@ -120,7 +123,8 @@ class SlackReply:
             self._status, self._status_open = await self._post(text, job_blocks(text, [("atelier_cancel", "Cancel", job_id)])), True
             return
         if self._status_open:
-            await self._close_status(text)
+            await self._close_status(text)  # the outcome replaces the status; saying it twice is noise
+            return
         await self._post(text)
 
     async def stream(self, chunks: AsyncIterator[str]) -> str:
@@ -142,26 +146,30 @@ class SlackReply:
 
     async def _stream_natively(self, ts: str, chunks: AsyncIterator[str]) -> str:
         self.last_ts = ts
+        self._answer = [ts]
         self.on_posted(ts)
         loop = asyncio.get_running_loop()
         text, sent, last = "", 0, loop.time()
-        async for chunk in chunks:
-            text += chunk
-            if loop.time() - last >= self.edit_interval and self.pacer.try_take():
-                upto = _safe_cut(text, MESSAGE_LIMIT)
-                if upto > sent:
-                    await self.client.chat_appendStream(channel=self.channel, ts=ts, markdown_text=text[sent:upto])
-                    sent, last = upto, loop.time()
-        upto = _safe_cut(text, MESSAGE_LIMIT)
-        await self.pacer.take()
-        final = text[sent:upto]
-        await self.client.chat_stopStream(channel=self.channel, ts=ts, markdown_text=final or None)
+        try:
+            async for chunk in chunks:
+                text += chunk
+                if loop.time() - last >= self.edit_interval and self.pacer.try_take():
+                    upto = _safe_cut(text, MESSAGE_LIMIT, final=False)
+                    if upto > sent:
+                        await self.client.chat_appendStream(channel=self.channel, ts=ts, markdown_text=text[sent:upto])
+                        sent, last = upto, loop.time()
+        finally:
+            # Even when the model fails, the message must leave its streaming state.
+            upto = max(_safe_cut(text, MESSAGE_LIMIT, final=True), sent)
+            await self.pacer.take()
+            await self.client.chat_stopStream(channel=self.channel, ts=ts, markdown_text=text[sent:upto] or None)
         for piece in split_message(text[upto:], MESSAGE_LIMIT):
-            await self._post(markdown_to_mrkdwn(piece))
+            self._answer.append(await self._post(markdown_to_mrkdwn(piece)))
         return text
 
     async def _stream_by_updates(self, chunks: AsyncIterator[str]) -> str:
         ts = await self._post(PLACEHOLDER)
+        self._answer = [ts]
         loop = asyncio.get_running_loop()
         text, shown, last = "", PLACEHOLDER, loop.time()
         async for chunk in chunks:
@@ -178,16 +186,19 @@ class SlackReply:
             await self.pacer.take()
             await self._update(ts, markdown_to_mrkdwn(pieces[0]))
         for piece in pieces[1:]:
-            await self._post(markdown_to_mrkdwn(piece))
+            self._answer.append(await self._post(markdown_to_mrkdwn(piece)))
         return text
 
     async def edit(self, text: str) -> None:
-        """Replace the last message posted (a withdrawn answer)."""
-        if self.last_ts is None:
+        """Replace the streamed answer (all of its messages) with `text`: a withdrawn answer leaves nothing behind."""
+        answer = self._answer or ([self.last_ts] if self.last_ts else [])
+        if not answer:
             await self.send(text)
             return
         await self.pacer.take()
-        await self._update(self.last_ts, markdown_to_mrkdwn(split_message(text, MESSAGE_LIMIT)[0]))
+        await self._update(answer[0], markdown_to_mrkdwn(split_message(text, MESSAGE_LIMIT)[0]))
+        for ts in answer[1:]:
+            await self.client.chat_delete(channel=self.channel, ts=ts)
 
     async def attach(self, artifact: Artifact, caption: str = "") -> None:
         """Upload a file into the thread (files.getUploadURLExternal → upload → files.completeUploadExternal)."""
@@ -229,7 +240,7 @@ class SlackReply:
     async def error(self, text: str) -> None:
         """Say what went wrong: privately for a button press, else in the thread."""
         line = split_message(text, MESSAGE_LIMIT)[0]
-        if self.private is not None:
+        if self.private is not None and self._job is None:  # a press refused; a job's own failure belongs in its thread
             await self.private(line)
         else:
             await self._say(markdown_to_mrkdwn(line))
@@ -267,9 +278,12 @@ class PrivateReply:
         await self.send(text)
 
 
-def _safe_cut(text: str, limit: int) -> int:
-    """How much of `text` a streamed message may hold: all of it, or up to the last space before the limit."""
-    if len(text) <= limit:
+def _safe_cut(text: str, limit: int, final: bool) -> int:
+    """How much of `text` a streamed message may hold now: never past the limit, and mid-answer only whole words."""
+    if final and len(text) <= limit:
         return len(text)
-    space = max(text.rfind(" ", 0, limit), text.rfind("\n", 0, limit))
-    return space + 1 if space > 0 else limit
+    window = text[:limit]
+    space = max(window.rfind(" "), window.rfind("\n"))
+    if space > 0:
+        return space + 1
+    return len(window) if len(text) > limit else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -150,7 +151,10 @@ async def _run(config: Config) -> None:
                 raise explained if explained is not None else error
     finally:
         for adapter in adapters:
-            await adapter.stop()
+            try:
+                await adapter.stop()
+            except Exception:  # one adapter failing to stop must not keep the others (or the store) open
+                logging.getLogger(__name__).exception("the %s adapter did not stop cleanly", adapter.name)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

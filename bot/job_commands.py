@@ -43,12 +43,18 @@ async def _compose(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     await submit(bot, message, reply, "music", compose_params(args))
 
 
+def _admin_over(message: Message, conversation: str) -> bool:
+    """Admin rights count only where they were given: anyone can own some server, so not over others' jobs."""
+    here = message.conversation
+    return message.author.is_admin and bool(here.workspace) and conversation.startswith(f"{here.platform}:{here.workspace}:")
+
+
 async def _earlier_job(bot: Bot, message: Message, job_id: str, verb: str) -> tuple[JobKind, dict[str, Any]]:
     """The kind and parameters of a stored job the user may build on (theirs, or any for an admin)."""
     row = await bot.store.job(job_id.strip().lower()) if job_id.strip() else None
     if row is None:
         raise UserInputError(f"No job {job_id or '(none given)'} is stored; give an id from a result, e.g. /{verb} 1a2b3c4d.")
-    if row["user_id"] != message.user_key and not message.author.is_admin:
+    if row["user_id"] != message.user_key and not _admin_over(message, row["conversation"]):
         raise PermissionDenied(f"Job {row['id']} is someone else's; only they or an admin can {verb} it.")
     return row["kind"], json.loads(row["params"])
 
@@ -100,7 +106,8 @@ async def _queue(bot: Bot, message: Message, reply: Reply, args: str) -> None:
 async def _cancel(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     if len(args.split()) > 1:
         raise UserInputError("Give one job id, e.g. /cancel 1a2b3c4d; /queue lists yours.")
-    job = await bot.jobs.cancel(args or None, message.user_key, message.author.is_admin)
-    # The job's own conversation hears "Cancelled …" when it stops; answer here too if this is elsewhere.
-    if job.conversation != str(message.conversation):
-        await reply.send(f"Cancelling {job.kind} job {job.id}.")
+    found = bot.jobs.get(args) if args else None
+    admin = found is not None and _admin_over(message, found.conversation)
+    job = await bot.jobs.cancel(args or None, message.user_key, admin)
+    # Always answered: a slash command waits for a reply. The job's own conversation also hears "Cancelled …".
+    await reply.send(f"Cancelling {job.kind} job {job.id}.")

@@ -234,6 +234,10 @@ class Scheduler:
         jobs = [job for job in self._active.values() if user is None or job.user == user]
         return sorted(jobs, key=lambda job: job.created_at)
 
+    def get(self, job_id: str) -> Job | None:
+        """A queued or running job by id."""
+        return self._active.get(job_id.strip().lower())
+
     async def cancel(self, job_id: str | None, user: str, is_admin: bool) -> Job:
         """Cancel a queued job at once, or a running one at its backend's next step (within a second)."""
         if job_id is None:

@@ -117,6 +117,10 @@ class FakeSlack(LoopbackServer):
         message["blocks"] = json.loads(blocks) if isinstance(blocks, str) else blocks or []
         return {"channel": args.get("channel"), "ts": args["ts"]}
 
+    def _chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.messages.pop(str(args["ts"]), None)
+        return {"channel": args.get("channel"), "ts": args["ts"]}
+
     def _chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
         if not self.streaming:
             return {"ok": False, "error": "unknown_method"}

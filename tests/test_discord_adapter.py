@@ -124,7 +124,7 @@ async def test_auto_thread_opens_a_thread_per_new_conversation(bot: Bot, backend
         await fake.dispatch("MESSAGE_CREATE", message_payload(24, f"<@{BOT_ID}> garden advice please", ALICE, mentions=[ATELIER]))
         await until(lambda: any(c.path.endswith("/messages/24/threads") for c in fake.calls))
         opened = next(c for c in fake.calls if c.path.endswith("/messages/24/threads"))
-        assert opened.body["json"]["name"] == "garden advice please"
+        assert opened.body["json"]["name"] == "Atelier · Alice"  # not the unmoderated text
         await until(lambda: any(c.path.endswith("/messages") and "/channels/200/" not in c.path for c in fake.calls if c.method == "POST"))
         [post] = [c for c in fake.calls if c.method == "POST" and c.path.endswith("/messages")]
         thread_id = int(post.path.split("/")[2])

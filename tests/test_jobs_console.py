@@ -95,3 +95,26 @@ def test_a_job_running_when_the_process_is_killed_is_retried_on_restart(tmp_path
     assert f"Retrying your image job {job_id} after a restart" in out
     assert sorted(p.name for p in (tmp_path / "out").glob("atelier-2.*")) == ["atelier-2.mid", "atelier-2.wav"]
     assert sorted(p.name for p in (tmp_path / "out").glob("atelier-2?.png")) == [f"atelier-{s}.png" for s in (21, 22, 23, 24)]
+
+
+async def test_reroll_and_vary_build_on_an_earlier_job(markov_bot: Bot, tmp_path: Path) -> None:
+    lines = await run_console(markov_bot, tmp_path, "/imagine dunes --seed 9 --size 64x64 --n 2\n")
+    job_id = re.search(r"job ([0-9a-f]{8})", lines[0]).group(1)  # type: ignore[union-attr]
+    rerolled = await run_console(markov_bot, tmp_path, f"/reroll {job_id}\n")
+    assert "seed 9." not in rerolled[0] and rerolled[-1].endswith(".png")
+    varied = await run_console(markov_bot, tmp_path, f"/vary {job_id} 2\n")
+    names = sorted(Path(line.split(" to ", 1)[1]).name for line in varied if "Saved" in line)
+    assert len(names) == 2 and all(name.startswith("atelier-10-v") for name in names)  # picture 2 had seed 10
+    assert (await run_console(markov_bot, tmp_path, f"/vary {job_id} 3\n"))[-1] == f"Job {job_id} made 2 picture(s); choose one from 1 to 2."
+
+
+async def test_admin_rights_do_not_reach_jobs_of_another_workspace(markov_bot: Bot) -> None:
+    from adapters.memory import MemoryAdapter
+
+    await markov_bot.start_jobs()
+    home, elsewhere = MemoryAdapter(markov_bot, "w1"), MemoryAdapter(markov_bot, "w2")
+    [queued, *_] = await home.say("/imagine dunes --seed 9 --size 64x64", user="alice")
+    job_id = re.search(r"job ([0-9a-f]{8})", queued).group(1)  # type: ignore[union-attr]
+    assert "someone else's" in (await elsewhere.say(f"/reroll {job_id}", user="mallory", admin=True))[-1]
+    assert "Started" not in " ".join(await home.say(f"/reroll {job_id}", user="root", admin=True))
+    await markov_bot.jobs.drain()

@@ -31,8 +31,11 @@ BOT = "UBOT"
         ("1 < 2 & 3 > 2", "1 &lt; 2 &amp; 3 &gt; 2"),
         ("```python\nx = a**b  # *not italic*\n```", "```\nx = a**b  # *not italic*\n```"),
         ("use `a*b*c` here", "use `a*b*c` here"),
+        ("[everyone](!channel) and [you](@U123)", "[everyone](!channel) and [you](@U123)"),
+        ("<!here> <@U1>", "&lt;!here&gt; &lt;@U1&gt;"),
     ],
-    ids=["bold-italic", "strike", "link", "heading", "bullets", "escapes", "code-block", "inline-code"],
+    ids=["bold-italic", "strike", "link", "heading", "bullets", "escapes", "code-block", "inline-code", "no-ping-links",
+         "no-raw-pings"],
 )
 def test_markdown_becomes_mrkdwn(markdown: str, mrkdwn: str) -> None:
     assert markdown_to_mrkdwn(markdown) == mrkdwn
