@@ -161,6 +161,45 @@ async def _run(config: Config) -> None:
         await bot.close()
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+async def _serve(config: Config, host: str, port: int) -> None:
+    """The GPU host: load the configured backends and serve them over HTTP until Ctrl-C."""
+    import os
+
+    from aiohttp import web
+
+    from bot.backends import registry
+    from bot.server import Host
+
+    api_key = os.environ.get(config.serve.api_key_env, "").strip() or None
+    if api_key is None and host not in LOOPBACK:
+        raise ConfigError(
+            f"{config.serve.api_key_env} is not set, and the host would listen on {host}, beyond this machine: export a "
+            "long random key (clients send it as a Bearer token), or bind 127.0.0.1."
+        )
+    loaded = [await registry.load(kind, getattr(config.backends, kind)) for kind in ("text", "image", "music")]  # type: ignore[arg-type]
+    for _, status in loaded:
+        print(f"atelier: {status.describe()}", file=sys.stderr)
+    slots = {"image": config.jobs.image.slots, "music": config.jobs.music.slots}
+    app = Host(loaded[0][0], loaded[1][0], loaded[2][0], api_key, slots).app()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, backlog=1024).start()
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror}); choose another --port.") from None
+    print(f"atelier: serving on http://{host}:{port}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        for backend, _ in loaded:
+            if backend is not None:
+                await backend.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -173,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_run(config)
             asyncio.run(_run(config))
         else:
-            raise ConfigError("the GPU host (`serve`) is not part of this version yet.")
+            asyncio.run(_serve(config, args.host or config.serve.host, args.port or config.serve.port))
     except ConfigError as error:
         print(f"atelier: {error}", file=sys.stderr)
         return EXIT_CONFIG

@@ -135,3 +135,33 @@ def test_secrets_are_masked_in_logs(monkeypatch: pytest.MonkeyPatch, caplog: pyt
             logger.exception("login failed")
     assert "MTIzNDU2Nzg5.super.secret" not in caplog.text
     assert "connecting with [redacted]" in caplog.text
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_a_key(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, "serve", "--host", "0.0.0.0", config="backends: {text: {type: markov}}")
+    assert result.returncode == 2
+    assert "ATELIER_API_KEY is not set" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_serve_starts_and_answers_health(tmp_path: Path) -> None:
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "config.yaml").write_text("backends: {text: {type: markov}}\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", "--config", str(tmp_path / "config.yaml"), "--port", str(port),
+        cwd=tmp_path, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        while b"serving on" not in (line := await asyncio.wait_for(process.stderr.readline(), 60)):
+            assert line, "serve exited before listening"
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/health") as response:
+            assert response.status == 200 and (await response.json())["models"]["text"] == "markov"
+    finally:
+        process.terminate()
+        await process.wait()

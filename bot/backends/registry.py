@@ -20,6 +20,7 @@ Factory = Callable[[BackendConfig], Awaitable[Any]]
 # Imported lazily so a bot that never uses a heavy backend never imports torch for it.
 BUILTIN: dict[tuple[str, str], str] = {
     ("text", "markov"): "bot.backends.markov:create",
+    ("text", "openai"): "bot.backends.openai_text:create",
     ("image", "procedural"): "bot.backends.procedural:create",
     ("music", "algorithmic"): "bot.backends.algorithmic:create",
 }

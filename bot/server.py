@@ -1,0 +1,294 @@
+"""The GPU host (`python -m bot serve`): the configured backends over an OpenAI-compatible HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bot.backends.base import TextBackend, TextOptions
+from bot.backends.media import (
+    ImageBackend,
+    ImageRequest,
+    JobCancelled,
+    MusicBackend,
+    MusicRequest,
+)
+from bot.job_args import MAX_SEED
+from bot.messages import Turn
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
+# Requests waiting per model beyond those running; past this the host answers 429 at once.
+QUEUE_LIMIT = 64
+RETRY_AFTER_S = 2
+ROLES = {"system", "user", "assistant"}
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "code"}}."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
+
+    def response(self) -> web.Response:
+        """The JSON error response."""
+        body = {"error": {"message": self.message, "type": self.kind, "code": self.status}}
+        return web.json_response(body, status=self.status, headers=self.headers)
+
+
+@dataclass
+class Served:
+    """One backend the host serves, with its admission control (running slots plus a bounded queue)."""
+
+    name: str
+    backend: Any
+    slots: int = 1
+    waiting: int = 0
+    semaphore: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.semaphore = asyncio.Semaphore(self.slots)
+
+    def admit(self) -> None:
+        """Refuse at once (429) when the queue is full, rather than letting clients time out."""
+        if self.waiting >= QUEUE_LIMIT + self.slots:
+            raise ApiError(429, f"{self.name} is busy; retry in {RETRY_AFTER_S}s", "rate_limit_error", {"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _number(body: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        raise ApiError(400, f"'{key}' must be a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def _turns(body: dict[str, Any]) -> list[Turn]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty list of {role, content}")
+    turns = []
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+            raise ApiError(400, "each message needs a role (system, user or assistant) and text content")
+        turns.append(Turn(message["role"], message["content"]))
+    return turns
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+class Host:
+    """The aiohttp application around the served backends."""
+
+    def __init__(self, text: TextBackend | None, image: ImageBackend | None, music: MusicBackend | None,
+                 api_key: str | None, slots: dict[str, int] | None = None) -> None:  # fmt: skip
+        slots = slots or {}
+        self.served = {kind: Served(getattr(backend, "name", kind), backend, slots.get(kind, 1))
+                       for kind, backend in (("text", text), ("image", image), ("music", music)) if backend is not None}  # fmt: skip
+        self.api_key = api_key
+        self.started = time.time()
+
+    def app(self) -> web.Application:
+        """The web application, with auth and error shaping in front of every route."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors, self._auth])
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/images/generations", self.images)
+        app.router.add_post("/v1/audio/music", self.music)
+        return app
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as error:
+            return error.response()
+        except web.HTTPRequestEntityTooLarge:
+            return ApiError(413, f"the request body is over {MAX_BODY_BYTES} bytes").response()
+        except web.HTTPException as error:
+            return ApiError(error.status, error.reason or "request failed").response()
+        except Exception:
+            ref = secrets.token_hex(3)
+            log.exception("host error %s on %s", ref, request.path)
+            return ApiError(500, f"the model failed (ref {ref})", "server_error").response()
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if self.api_key and request.path != "/health":
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+                raise ApiError(401, "missing or wrong API key; send Authorization: Bearer <key>", "authentication_error")
+        return await handler(request)
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        return body
+
+    def _model(self, kind: str, body: dict[str, Any]) -> Served:
+        served = self.served.get(kind)
+        if served is None:
+            raise ApiError(404, f"this host serves no {kind} model", "not_found_error")
+        model = body.get("model")
+        if model not in (None, "", served.name):
+            raise ApiError(404, f"unknown model '{model}'; GET /v1/models lists them", "not_found_error")
+        served.admit()
+        return served
+
+    # --- routes --------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        """Liveness and what is loaded (no auth, no secrets)."""
+        return web.json_response({"status": "ok", "models": {kind: s.name for kind, s in self.served.items()},
+                                  "uptime_s": round(time.time() - self.started)})  # fmt: skip
+
+    async def models(self, request: web.Request) -> web.Response:
+        """OpenAI's model list."""
+        data = [{"id": s.name, "object": "model", "owned_by": "atelier", "kind": kind} for kind, s in self.served.items()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/chat/completions, streamed as SSE when asked."""
+        body = await self._json(request)
+        served = self._model("text", body)
+        turns = _turns(body)
+        options = TextOptions(
+            max_tokens=int(_number(body, "max_tokens", 256, 1, 8192)),
+            temperature=_number(body, "temperature", 0.8, 0, 2),
+            seed=int(body["seed"]) if isinstance(body.get("seed"), int) else None,
+        )
+        completion_id = f"chatcmpl-{secrets.token_hex(8)}"
+        served.waiting += 1
+        try:
+            async with served.semaphore:
+                chunks = served.backend.stream(turns, options)
+                if body.get("stream"):
+                    return await self._stream_chat(request, completion_id, served.name, chunks)
+                text = "".join([chunk async for chunk in chunks])
+        finally:
+            served.waiting -= 1
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        return web.json_response({"id": completion_id, "object": "chat.completion", "created": int(time.time()),
+                                  "model": served.name, "choices": [choice]})  # fmt: skip
+
+    async def _stream_chat(self, request: web.Request, completion_id: str, model: str, chunks: AsyncIterator[str]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        await response.write(_sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}))
+        try:
+            async for chunk in chunks:
+                await response.write(_sse({**base, "choices": [{"index": 0, "delta": {"content": chunk}, "finish_reason": None}]}))
+        except Exception:  # headers are sent: the error goes in the stream
+            log.exception("text backend failed mid-stream")
+            await response.write(_sse({"error": {"message": "the model failed mid-answer", "type": "server_error", "code": 500}}))
+        else:
+            await response.write(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        await response.write(_sse("[DONE]"))
+        await response.write_eof()
+        return response
+
+    async def images(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/images/generations (b64_json), with SSE progress when `stream` is true."""
+        body = await self._json(request)
+        served = self._model("image", body)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ApiError(400, "'prompt' must be non-empty text")
+        size = str(body.get("size") or "512x512")
+        width, _, height = size.partition("x")
+        if not (width.isdigit() and height.isdigit() and 64 <= int(width) <= 1024 and 64 <= int(height) <= 1024):
+            raise ApiError(400, "'size' must look like 512x512 (64 to 1024)")
+        request_ = ImageRequest(
+            prompt=prompt, seed=int(_number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)), width=int(width),
+            height=int(height), n=int(_number(body, "n", 1, 1, 4)), negative=str(body.get("negative_prompt") or ""),
+            variation=int(_number(body, "variation", 0, 0, MAX_SEED)),
+        )  # fmt: skip
+        return await self._generate(request, served, body, lambda progress: served.backend.generate(request_, progress))
+
+    async def music(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/audio/music (ours): prompt, duration, seed → b64_json WAV; SSE progress when `stream` is true."""
+        body = await self._json(request)
+        served = self._model("music", body)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ApiError(400, "'prompt' must be non-empty text")
+        tempo = body.get("tempo")
+        request_ = MusicRequest(
+            prompt=prompt, seed=int(_number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)),
+            duration_s=_number(body, "duration", 10, 1, 30), tempo=int(tempo) if isinstance(tempo, int) else None,
+        )  # fmt: skip
+        return await self._generate(request, served, body, lambda progress: served.backend.generate(request_, progress))
+
+    async def _generate(self, request: web.Request, served: Served, body: dict[str, Any],
+                        run: Callable[[Callable[[float, str], None]], Awaitable[list[Any]]]) -> web.StreamResponse:  # fmt: skip
+        loop = asyncio.get_running_loop()
+        updates: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
+        stopped = threading.Event()
+
+        def progress(fraction: float, note: str = "") -> None:  # called from the backend's worker thread
+            if stopped.is_set():
+                raise JobCancelled("the client went away")
+            loop.call_soon_threadsafe(updates.put_nowait, (fraction, note))
+
+        served.waiting += 1
+        try:
+            async with served.semaphore:
+                if not body.get("stream"):
+                    try:
+                        artifacts = await run(progress)
+                    except asyncio.CancelledError:
+                        stopped.set()
+                        raise
+                    return web.json_response(self._artifacts(artifacts))
+                response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+                await response.prepare(request)
+                work = asyncio.ensure_future(run(progress))
+                try:
+                    while not work.done():
+                        getter = asyncio.ensure_future(updates.get())
+                        await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
+                        if getter.done():
+                            fraction, note = getter.result()
+                            await response.write(_sse({"type": "progress", "progress": fraction, "note": note}))
+                        else:
+                            getter.cancel()
+                    await response.write(_sse({"type": "result", **self._artifacts(work.result())}))
+                except (ConnectionResetError, asyncio.CancelledError):
+                    stopped.set()  # the client left: the backend stops at its next step, freeing the slot
+                    work.cancel()
+                    raise
+                except Exception:
+                    log.exception("%s backend failed", served.name)
+                    await response.write(_sse({"type": "error", "error": {"message": "generation failed", "code": 500}}))
+                await response.write(_sse("[DONE]"))
+                await response.write_eof()
+                return response
+        finally:
+            served.waiting -= 1
+
+    @staticmethod
+    def _artifacts(artifacts: list[Any]) -> dict[str, Any]:
+        return {"created": int(time.time()), "data": [
+            {"b64_json": base64.b64encode(a.data).decode(), "filename": a.filename, "mime_type": a.mime_type,
+             "metadata": dict(a.metadata)} for a in artifacts]}  # fmt: skip
