@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -107,9 +107,12 @@ class DiscordAdapter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _remember(self, root: int) -> Any:
+    def _remember(self, root: int | None) -> Callable[[int], None]:
+        """What a reply does with each message it posts: with a chain root, a reply to it continues that chain."""
+
         def remember(posted: int) -> None:
-            self.roots[posted] = root  # a reply to this message continues the same chain
+            if root is not None:
+                self.roots[posted] = root
 
         return remember
 
@@ -131,7 +134,7 @@ class DiscordAdapter:
             if thread is not None:
                 key = ConversationKey(PLATFORM, str(thread.guild.id), str(message.channel.id), f"thread:{thread.id}")
                 incoming = dataclasses.replace(incoming, conversation=key)
-                reply = DiscordReply(thread, None, lambda posted: None, self.edit_interval)
+                reply = DiscordReply(thread, None, self._remember(None), self.edit_interval)
         self._spawn(self._bot.handle(incoming, reply), f"discord-{message.id}")
 
     def _opens_thread(self, message: discord.Message, root: int) -> bool:
@@ -165,8 +168,7 @@ class DiscordAdapter:
             )
             return
         await interaction.response.defer(thinking=True, ephemeral=private)
-        remember = self._remember(root) if root is not None else (lambda posted: None)
-        reply = InteractionReply(interaction, self._channel_of(interaction), remember, self.edit_interval, private=private)
+        reply = InteractionReply(interaction, self._channel_of(interaction), self._remember(root), self.edit_interval, private=private)
         self._spawn(self._bot.handle(interaction_message(interaction, text, root), reply), f"discord-command-{interaction.id}")
 
     async def answer_button(self, interaction: discord.Interaction[Any], command: str) -> None:
@@ -179,8 +181,7 @@ class DiscordAdapter:
         root = None
         if pressed is not None and interaction.guild_id is not None and not isinstance(interaction.channel, discord.Thread):
             root = self.roots.get(pressed.id, pressed.id)
-        remember = self._remember(root) if root is not None else (lambda posted: None)
-        reply = InteractionReply(interaction, self._channel_of(interaction), remember, self.edit_interval, private_errors=True)
+        reply = InteractionReply(interaction, self._channel_of(interaction), self._remember(root), self.edit_interval, private_errors=True)
         self._spawn(self._bot.handle(interaction_message(interaction, command, root), reply), f"discord-button-{interaction.id}")
 
     def _channel_of(self, interaction: discord.Interaction[Any]) -> discord.abc.Messageable:
@@ -201,8 +202,7 @@ class DiscordAdapter:
             # The request may have been a slash command (no message to point at): do not fail on that.
             reference = discord.MessageReference(message_id=int(job.message_id), channel_id=target, fail_if_not_exists=False)
         root = int(thread.removeprefix("chain:")) if thread.startswith("chain:") else None
-        remember = self._remember(root) if root is not None else (lambda posted: None)
-        return DiscordReply(messageable, reference, remember, self.edit_interval)
+        return DiscordReply(messageable, reference, self._remember(root), self.edit_interval)
 
     async def _log_event(self, event: ModerationEvent) -> None:
         """Post a refusal from this platform to the admins' log channel."""

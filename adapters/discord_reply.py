@@ -105,14 +105,15 @@ class DiscordReply:
     async def _post(self, text: str = "", **extra: Any) -> discord.Message:
         # Only the first message of an answer is a reply; follow-ups just continue below it.
         reference = self.reference if self.last is None else None
-        first_of_job = self._job is not None and self._status is None
-        if first_of_job and self._job is not None:
-            extra.setdefault("view", buttons(JobButton("cancel", self._job[0])))
+        # The first message of a job is its status message, with the cancel button.
+        new_job = self._job[0] if self._job is not None and self._status is None else None
+        if new_job is not None:
+            extra.setdefault("view", buttons(JobButton("cancel", new_job)))
         elif self._status_open:
             await self._close_status()
         message = await self._send(text, reference, **extra)
         self.last = message
-        if first_of_job:
+        if new_job is not None:
             self._status, self._status_open = message, True
         self.on_posted(message.id)
         return message

@@ -80,7 +80,6 @@ class SlackReply:
         recipient: tuple[str, str] | None = None,
         edit_interval: float = EDIT_INTERVAL_S,
         private: Private | None = None,
-        on_posted: Callable[[str], None] = lambda ts: None,
     ) -> None:
         self.client = client
         self.channel = channel
@@ -89,7 +88,6 @@ class SlackReply:
         self.recipient = recipient  # (team, user) the answer is for; native streaming needs it
         self.edit_interval = edit_interval
         self.private = private
-        self.on_posted = on_posted
         self.last_ts: str | None = None
         self._job: tuple[str, str, int] | None = None
         self._status: str | None = None
@@ -106,7 +104,6 @@ class SlackReply:
         )
         ts = str(response["ts"])
         self.last_ts = ts
-        self.on_posted(ts)
         return ts
 
     async def _update(self, ts: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
@@ -147,7 +144,6 @@ class SlackReply:
     async def _stream_natively(self, ts: str, chunks: AsyncIterator[str]) -> str:
         self.last_ts = ts
         self._answer = [ts]
-        self.on_posted(ts)
         loop = asyncio.get_running_loop()
         text, sent, last = "", 0, loop.time()
         try:

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.memory import MemoryAdapter, MemoryReply  # noqa: E402
+from bench.stats import pct  # noqa: E402
 from bot.backends.base import TextOptions  # noqa: E402
 from bot.config import parse_config  # noqa: E402
 from bot.core import Bot  # noqa: E402
@@ -67,12 +68,6 @@ class TimedBackend:
     async def close(self) -> None:
         """Close the inner backend."""
         await self.inner.close()
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-th percentile in milliseconds."""
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000, 3)
 
 
 async def watch_loop(lags: list[float], stop: asyncio.Event, interval: float = 0.005) -> None:

@@ -25,16 +25,11 @@ import yarl
 from discord.gateway import DiscordWebSocket
 
 from adapters.discord_adapter import DiscordAdapter
+from bench.stats import percentile
 from bot.config import parse_config
 from bot.core import Bot
 from tests.discord_payloads import BOT_ID, CHANNEL_ID, message_payload, user
 from tests.fake_discord import FakeDiscord
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """The value below which `fraction` of the sorted values lie."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 async def measure(count: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.memory import MemoryReply  # noqa: E402
+from bench.stats import pct  # noqa: E402
 from bot.backends.algorithmic import make_music  # noqa: E402
 from bot.backends.media import ImageRequest, MusicRequest, Progress  # noqa: E402
 from bot.backends.procedural import render  # noqa: E402
@@ -25,12 +26,6 @@ from bot.config import JobsSection, QueueSection  # noqa: E402
 from bot.jobs import Job, Scheduler  # noqa: E402
 from bot.messages import Artifact  # noqa: E402
 from bot.store import ConversationStore  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-th percentile, in milliseconds."""
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000, 3)
 
 
 class TimedReply(MemoryReply):

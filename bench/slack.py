@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 
+from bench.stats import percentile
 from bot.config import parse_config
 from bot.core import Bot
 from tests.fake_slack import BOT_USER
@@ -58,12 +59,6 @@ def _deliver_from_another_process(url: str, bodies: list[str]) -> tuple[dict[str
     outcome = results.get(timeout=120)
     child.join()
     return outcome  # type: ignore[no-any-return]
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """The value below which `fraction` of the sorted values lie."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -76,6 +76,13 @@ def _number(body: dict[str, Any], key: str, default: float, low: float, high: fl
     return float(value)
 
 
+def _prompt(body: dict[str, Any]) -> str:
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ApiError(400, "'prompt' must be non-empty text")
+    return prompt
+
+
 def _turns(body: dict[str, Any]) -> list[Turn]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -212,9 +219,7 @@ class Host:
         """POST /v1/images/generations (b64_json), with SSE progress when `stream` is true."""
         body = await self._json(request)
         served = self._model("image", body)
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ApiError(400, "'prompt' must be non-empty text")
+        prompt = _prompt(body)
         size = str(body.get("size") or "512x512")
         width, _, height = size.partition("x")
         if not (width.isdigit() and height.isdigit() and 64 <= int(width) <= 1024 and 64 <= int(height) <= 1024):
@@ -230,9 +235,7 @@ class Host:
         """POST /v1/audio/music (ours): prompt, duration, seed → b64_json WAV; SSE progress when `stream` is true."""
         body = await self._json(request)
         served = self._model("music", body)
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ApiError(400, "'prompt' must be non-empty text")
+        prompt = _prompt(body)
         tempo = body.get("tempo")
         request_ = MusicRequest(
             prompt=prompt, seed=int(_number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)),

@@ -32,7 +32,6 @@ _LEETY_WORD = re.compile(
     rf"|(?<!\w)[@$][a-z]{{2,}}"
     rf"|(?<!\w)[{re.escape(_LEET_CHARS)}]+[a-z]{{3,}}\w*"
 )
-# Three or more single letters separated by the same kind of gap: "k i l l", "s.e.x", "b-o-m-b".
 # Three or more single letters joined by one repeated mark: "s.e.x", "b-o-m-b", "k * i * l * l".
 _DOTTED = re.compile(r"(?<!\w)[a-z]( ?[.\-_*·•] ?)[a-z](?:\1[a-z])+(?!\w)")
 # Three or more single letters separated by spaces: "k i l l", "h o w  t o" (wider gaps between words).

@@ -10,6 +10,8 @@ import pytest
 
 from adapters.memory import MemoryAdapter
 from bot.backends import registry
+from bot.backends.algorithmic import AlgorithmicBackend
+from bot.backends.media import ImageBackend
 from bot.config import Config, parse_config
 from bot.core import Bot
 from bot.store import ConversationStore
@@ -71,6 +73,14 @@ async def bot(config: Config, backend: QueuedTextBackend, moderator: Moderator) 
     instance = Bot(config, store, backend, [status], moderator)
     yield instance
     await instance.close()
+
+
+async def media_bot(config: Config, backend: QueuedTextBackend, moderator: Moderator, image: ImageBackend) -> Bot:
+    """A bot on the queued text backend with a real image backend and the algorithmic music one."""
+    store = await ConversationStore.open(config.bot.db)
+    statuses = [registry.BackendStatus("text", "queued", "queued"), registry.BackendStatus("image", image.name, image.name),
+                registry.BackendStatus("music", "algorithmic", "algorithmic")]  # fmt: skip
+    return Bot(config, store, backend, statuses, moderator, image, AlgorithmicBackend())
 
 
 @pytest.fixture

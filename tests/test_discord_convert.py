@@ -5,11 +5,26 @@ from __future__ import annotations
 import discord
 import pytest
 
-from adapters.discord_convert import addressed_to_bot, chain_root, interaction_message, is_allowed, to_message
+from adapters.discord_convert import (
+    addressed_to_bot,
+    chain_root,
+    interaction_message,
+    is_allowed,
+    to_message,
+)
 from bot.config import AccessList
 from tests.discord_payloads import (
-    ADMIN_ROLE, BOT_ID, CHANNEL_ID, DM_CHANNEL_ID, GUILD_ID, NSFW_CHANNEL_ID, THREAD_ID, World, interaction_payload,
-    message_payload, user,
+    ADMIN_ROLE,
+    BOT_ID,
+    CHANNEL_ID,
+    DM_CHANNEL_ID,
+    GUILD_ID,
+    NSFW_CHANNEL_ID,
+    THREAD_ID,
+    World,
+    interaction_payload,
+    message_payload,
+    user,
 )  # fmt: skip
 
 ALICE = user(5, "alice")

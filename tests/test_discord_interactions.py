@@ -8,15 +8,10 @@ from typing import Any
 
 import pytest
 
-from bot.backends.algorithmic import AlgorithmicBackend
-from bot.backends.media import ImageBackend
 from bot.backends.procedural import ProceduralBackend
-from bot.backends.registry import BackendStatus
 from bot.config import Config
-from bot.core import Bot
-from bot.store import ConversationStore
 from moderation import Moderator
-from tests.conftest import make_config
+from tests.conftest import make_config, media_bot
 from tests.discord_harness import ALICE, Setup, connected, until
 from tests.discord_payloads import (
     ADMIN_ROLE,
@@ -30,13 +25,6 @@ from tests.fakes import GatedImageBackend, QueuedTextBackend
 
 BOB = user(6, "bob")
 COMMANDS = {"chat", "imagine", "compose", "reset", "persona", "status", "queue", "cancel", "forget-me", "help"}
-
-
-async def media_bot(config: Config, backend: QueuedTextBackend, moderator: Moderator, image: ImageBackend) -> Bot:
-    store = await ConversationStore.open(config.bot.db)
-    statuses = [BackendStatus("text", "queued", "queued"), BackendStatus("image", image.name, image.name),
-                BackendStatus("music", "algorithmic", "algorithmic")]  # fmt: skip
-    return Bot(config, store, backend, statuses, moderator, image, AlgorithmicBackend())
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from bot.backends.procedural import ProceduralBackend
 from bot.config import Config
 from bot.core import Bot
 from moderation import Moderator
+from tests.conftest import make_config, media_bot
 from tests.discord_harness import until
 from tests.fake_slack import BOT_USER
 from tests.fakes import GatedImageBackend, QueuedTextBackend
@@ -29,7 +30,6 @@ from tests.slack_harness import (
     message_event,
     post_signed,
 )
-from tests.test_discord_interactions import media_bot
 
 
 @pytest.fixture
@@ -187,8 +187,6 @@ async def test_buttons_reroll_for_the_requester_and_refuse_others_privately(draw
 
 
 async def test_the_cancel_button_stops_a_running_job(tmp_path: Any, backend: QueuedTextBackend, moderator: Moderator) -> None:
-    from tests.conftest import make_config
-
     gated = GatedImageBackend()
     bot = await media_bot(make_config(tmp_path), backend, moderator, gated)
     async with connected_slack(bot) as setup:
