@@ -92,7 +92,6 @@ class Encoder:
     """
 
     def __init__(self, model_path: Path) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the folder is all we use
         try:
             import torch
             from sentence_transformers import SentenceTransformer

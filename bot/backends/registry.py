@@ -21,6 +21,7 @@ Factory = Callable[[BackendConfig], Awaitable[Any]]
 BUILTIN: dict[tuple[str, str], str] = {
     ("text", "markov"): "bot.backends.markov:create",
     ("text", "openai"): "bot.backends.openai_text:create",
+    ("text", "transformers"): "bot.backends.transformers_text:create",
     ("image", "procedural"): "bot.backends.procedural:create",
     ("music", "algorithmic"): "bot.backends.algorithmic:create",
 }
@@ -34,6 +35,7 @@ class BackendStatus:
     configured: str
     active: str | None
     reason: str = ""
+    model: str = ""  # what the active backend runs, when that says more than its type
 
     @property
     def uses_fallback(self) -> bool:
@@ -44,9 +46,10 @@ class BackendStatus:
         """One line for /status."""
         if self.active is None:
             return f"{self.kind}: unavailable ({self.reason})"
+        active = f"{self.active} ({self.model})" if self.model else self.active
         if self.uses_fallback:
-            return f"{self.kind}: {self.active} (fallback; {self.configured} failed: {self.reason})"
-        return f"{self.kind}: {self.active}"
+            return f"{self.kind}: {active} (fallback; {self.configured} failed: {self.reason})"
+        return f"{self.kind}: {active}"
 
 
 def _resolve(target: str) -> Factory:
@@ -86,5 +89,7 @@ async def load(kind: Kind, config: BackendConfig) -> tuple[Any | None, BackendSt
             reasons.append(reason)
             current = current.fallback
             continue
-        return backend, BackendStatus(kind, config.type, current.type, "; ".join(reasons))
+        name = str(getattr(backend, "name", ""))
+        model = name if name not in ("", current.type) else ""
+        return backend, BackendStatus(kind, config.type, current.type, "; ".join(reasons), model)
     return None, BackendStatus(kind, config.type, None, "; ".join(reasons))
