@@ -9,7 +9,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.job_args import MAX_SEED
+from bot.job_args import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def build_tree(client: discord.Client, answer: Answer) -> app_commands.CommandTr
 
     @tree.command(name="imagine", description="Make a picture (PNG); the same seed gives the same picture")
     @app_commands.describe(prompt="What to draw", seed="Repeat a picture with its seed", size="Width x height",
-                           n="How many pictures (1-4)", negative="What to leave out")  # fmt: skip
+                           n="How many pictures (1-4)", negative="What to leave out",
+                           steps="Denoising steps (1-50; more is slower)", guidance="How closely to follow the prompt (0-20)")  # fmt: skip
     @app_commands.choices(size=[app_commands.Choice(name=size, value=size) for size in SIZES])
     async def imagine(
         interaction: discord.Interaction[Any],
@@ -50,18 +51,23 @@ def build_tree(client: discord.Client, answer: Answer) -> app_commands.CommandTr
         size: str | None = None,
         n: app_commands.Range[int, 1, 4] | None = None,
         negative: str | None = None,
+        steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+        guidance: app_commands.Range[float, 0, MAX_GUIDANCE] | None = None,
     ) -> None:
-        await answer(interaction, command_line("imagine", prompt, seed=seed, size=size, n=n, negative=negative), interaction.id, False)
+        line = command_line("imagine", prompt, seed=seed, size=size, n=n, negative=negative, steps=steps, guidance=guidance)
+        await answer(interaction, line, interaction.id, False)
 
     @tree.command(name="compose", description="Make music (WAV)")
-    @app_commands.describe(prompt="What it should sound like", duration="Seconds (1-30)", seed="Repeat a piece with its seed")
+    @app_commands.describe(prompt="What it should sound like", duration="Seconds (1-30)", seed="Repeat a piece with its seed",
+                           guidance="How closely to follow the prompt (0-20; models that take it)")  # fmt: skip
     async def compose(
         interaction: discord.Interaction[Any],
         prompt: str,
         duration: app_commands.Range[int, 1, 30] | None = None,
         seed: Seed | None = None,
+        guidance: app_commands.Range[float, 0, MAX_GUIDANCE] | None = None,
     ) -> None:
-        await answer(interaction, command_line("compose", prompt, duration=duration, seed=seed), interaction.id, False)
+        await answer(interaction, command_line("compose", prompt, duration=duration, seed=seed, guidance=guidance), interaction.id, False)
 
     @tree.command(name="reset", description="Start a new conversation in this thread or DM")
     async def reset(interaction: discord.Interaction[Any]) -> None:

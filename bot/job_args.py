@@ -11,8 +11,10 @@ from typing import Any
 from bot.errors import UserInputError
 
 MAX_SEED = 2**32 - 1
-IMAGINE_OPTIONS = ("--seed", "--size", "--n", "--negative")
-COMPOSE_OPTIONS = ("--duration", "--seed", "--tempo")
+IMAGINE_OPTIONS = ("--seed", "--size", "--n", "--negative", "--steps", "--guidance")
+COMPOSE_OPTIONS = ("--duration", "--seed", "--tempo", "--guidance")
+MAX_STEPS = 50
+MAX_GUIDANCE = 20
 _SIZE = re.compile(r"^(\d+)[xX×](\d+)$")
 _OPTION = re.compile(r"^--[a-z]+(=.*)?$")
 # Phones turn "--" into a dash; "—seed 5" is still meant as an option.
@@ -57,7 +59,8 @@ def split_options(command: str, args: str, allowed: tuple[str, ...]) -> tuple[st
 
 
 def _example(name: str) -> str:
-    return {"--seed": "42", "--size": "512x512", "--n": "2", "--negative": '"blurry"', "--duration": "10", "--tempo": "120"}[name]
+    return {"--seed": "42", "--size": "512x512", "--n": "2", "--negative": '"blurry"', "--duration": "10", "--tempo": "120",
+            "--steps": "4", "--guidance": "3"}[name]
 
 
 def _number(name: str, value: str, low: int, high: int, convert: Callable[[str], float] = int) -> Any:
@@ -77,7 +80,7 @@ def _seed(options: dict[str, str]) -> int:
 
 
 def imagine_params(args: str) -> dict[str, Any]:
-    """Parameters of an ImageRequest from `/imagine <prompt> [--seed N] [--size WxH] [--n K] [--negative TEXT]`."""
+    """Parameters of an ImageRequest from `/imagine <prompt> [--seed N] [--size WxH] [--n K] [--negative TEXT] [--steps N] [--guidance G]`."""
     prompt, options = split_options("imagine", args, IMAGINE_OPTIONS)
     if not prompt:
         raise UserInputError("Describe the picture after /imagine, e.g. /imagine a red fox in the snow.")
@@ -91,15 +94,25 @@ def imagine_params(args: str) -> dict[str, Any]:
             if not 64 <= side <= 1024 or side % 8:
                 raise UserInputError(f"--size sides must be 64 to 1024 and multiples of 8; got {width}x{height}.")
     n = int(_number("--n", options.get("--n", "1"), 1, 4))
-    return {"prompt": prompt, "seed": _seed(options), "width": width, "height": height, "n": n,
-            "negative": options.get("--negative", "").strip()}
+    params: dict[str, Any] = {"prompt": prompt, "seed": _seed(options), "width": width, "height": height, "n": n,
+              "negative": options.get("--negative", "").strip()}
+    if "--steps" in options:
+        params["steps"] = int(_number("--steps", options["--steps"], 1, MAX_STEPS))
+    return params | _guidance(options)
 
 
 def compose_params(args: str) -> dict[str, Any]:
-    """Parameters of a MusicRequest from `/compose <prompt> [--duration S] [--seed N] [--tempo BPM]`."""
+    """Parameters of a MusicRequest from `/compose <prompt> [--duration S] [--seed N] [--tempo BPM] [--guidance G]`."""
     prompt, options = split_options("compose", args, COMPOSE_OPTIONS)
     if not prompt:
         raise UserInputError("Describe the music after /compose, e.g. /compose calm piano for a rainy day.")
     duration = float(_number("--duration", options.get("--duration", "10"), 1, 30, float))
     tempo = int(_number("--tempo", options["--tempo"], 40, 240)) if "--tempo" in options else None
-    return {"prompt": prompt, "seed": _seed(options), "duration_s": duration, "tempo": tempo}
+    return {"prompt": prompt, "seed": _seed(options), "duration_s": duration, "tempo": tempo} | _guidance(options)
+
+
+def _guidance(options: dict[str, str]) -> dict[str, Any]:
+    """`guidance` only when given, so the model's own default applies otherwise (and older stored jobs still load)."""
+    if "--guidance" not in options:
+        return {}
+    return {"guidance": float(_number("--guidance", options["--guidance"], 0, MAX_GUIDANCE, float))}

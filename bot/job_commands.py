@@ -31,13 +31,13 @@ async def submit(bot: Bot, message: Message, reply: Reply, kind: JobKind, params
     await bot.jobs.submit(kind, message.user_key, str(message.conversation), message.id or None, params, reply)
 
 
-@command("imagine", "/imagine <prompt> [--seed N] [--size WxH] [--n 1-4] [--negative TEXT]",
+@command("imagine", "/imagine <prompt> [--seed N] [--size WxH] [--n 1-4] [--negative TEXT] [--steps 1-50] [--guidance 0-20]",
          "make a picture (PNG); the same --seed gives the same picture", takes_args=True)
 async def _imagine(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     await submit(bot, message, reply, "image", imagine_params(args))
 
 
-@command("compose", "/compose <prompt> [--duration 1-30] [--seed N] [--tempo BPM]",
+@command("compose", "/compose <prompt> [--duration 1-30] [--seed N] [--tempo BPM] [--guidance 0-20]",
          "make music (WAV, and MIDI from the built-in composer)", takes_args=True)
 async def _compose(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     await submit(bot, message, reply, "music", compose_params(args))

@@ -55,7 +55,7 @@ async def test_commands_are_synced_at_start_globally_or_to_the_configured_guilds
         [synced] = [c for c in setup.fake.calls if c.method == "PUT" and c.path == f"/applications/{APPLICATION_ID}/commands"]
         assert {command["name"] for command in synced.body["json"]} == COMMANDS
         imagine = next(command for command in synced.body["json"] if command["name"] == "imagine")
-        assert [option["name"] for option in imagine["options"]] == ["prompt", "seed", "size", "n", "negative"]
+        assert [option["name"] for option in imagine["options"]] == ["prompt", "seed", "size", "n", "negative", "steps", "guidance"]
     async with connected(bot, backend, guilds=[GUILD_ID]) as setup:
         paths = [c.path for c in setup.fake.calls if c.method == "PUT"]
         assert f"/applications/{APPLICATION_ID}/guilds/{GUILD_ID}/commands" in paths

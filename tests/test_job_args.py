@@ -12,6 +12,8 @@ def test_imagine_defaults_and_options() -> None:
     params = imagine_params('a red fox --seed 7 --size 640x384 --n 2 --negative "blurry, text"')
     assert params == {"prompt": "a red fox", "seed": 7, "width": 640, "height": 384, "n": 2, "negative": "blurry, text"}
     assert imagine_params("--size=64x64 tiny cat")["width"] == 64
+    assert imagine_params("a fox --seed 1 --steps 4 --guidance 0") | {"prompt": ""} == {
+        "prompt": "", "seed": 1, "width": 512, "height": 512, "n": 1, "negative": "", "steps": 4, "guidance": 0.0}
 
 
 def test_omitting_the_seed_rolls_a_new_one_each_time() -> None:
@@ -22,6 +24,7 @@ def test_omitting_the_seed_rolls_a_new_one_each_time() -> None:
 def test_compose_defaults_and_options() -> None:
     assert compose_params("calm piano") | {"seed": 0} == {"prompt": "calm piano", "seed": 0, "duration_s": 10.0, "tempo": None}
     assert compose_params("jazz --duration 2.5 --tempo 90 --seed 3") == {"prompt": "jazz", "seed": 3, "duration_s": 2.5, "tempo": 90}
+    assert compose_params("jazz --guidance 4.5")["guidance"] == 4.5
 
 
 @pytest.mark.parametrize(
@@ -35,7 +38,9 @@ def test_compose_defaults_and_options() -> None:
         ("cat --n 9", "--n must be from 1 to 4; got 9."),
         ("cat --n two", "--n must be a number from 1 to 4"),
         ("cat --seed -1", "--seed must be from 0 to 4294967295"),
-        ("cat --foo 1", "Unknown option --foo for /imagine; options: --seed, --size, --n, --negative."),
+        ("cat --foo 1", "Unknown option --foo for /imagine; options: --seed, --size, --n, --negative, --steps, --guidance."),
+        ("cat --steps 0", "--steps must be from 1 to 50; got 0."),
+        ("cat --guidance lots", "--guidance must be a number from 0 to 20; got 'lots'."),
         ("cat --seed", "--seed needs a value, e.g. --seed 42."),
         ('cat --negative "unclosed', "A double quote is not closed"),
     ],
@@ -53,7 +58,7 @@ def test_bad_imagine_arguments_are_explained(args: str, explanation: str) -> Non
         ("song --duration -1", "--duration must be from 1 to 30; got -1."),
         ("song --duration 31", "--duration must be from 1 to 30"),
         ("song --tempo 500", "--tempo must be from 40 to 240"),
-        ("song --size 64x64", "Unknown option --size for /compose; options: --duration, --seed, --tempo."),
+        ("song --size 64x64", "Unknown option --size for /compose; options: --duration, --seed, --tempo, --guidance."),
     ],
 )
 def test_bad_compose_arguments_are_explained(args: str, explanation: str) -> None:

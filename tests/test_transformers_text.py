@@ -136,7 +136,7 @@ async def _collect(lm: TransformersText, text: str) -> str:
     (BackendConfig(type="transformers", model="Org/not-cached-model"), "not in the local model cache and HF_HUB_OFFLINE is set"),
     (BackendConfig(type="transformers", model="Org/x", device="cuda"), "device: cuda was asked for, but no GPU is visible"),
     (BackendConfig(type="transformers"), "needs `model:`"),
-    (BackendConfig(type="transformers", model="Org/x", options={"beams": 4}), "unknown transformers option(s): beams"),
+    (BackendConfig(type="transformers", model="Org/x", options={"beams": 4}), "unknown transformers option(s): beams (known: batching, context_tokens)"),
 ])  # fmt: skip
 async def test_a_model_that_cannot_load_falls_back_and_says_why(monkeypatch: pytest.MonkeyPatch, config: BackendConfig, reason: str) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

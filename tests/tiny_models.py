@@ -46,3 +46,66 @@ def language_model(folder: Path, chat_template: str | None = CHAT_TEMPLATE, eos_
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tok.pad_token_id)  # type: ignore[attr-defined]
     model.save_pretrained(folder)
     return folder
+
+
+def image_pipeline(folder: Path, seed: int = 0) -> Path:
+    """A Stable-Diffusion-shaped pipeline (UNet, VAE, CLIP text encoder, Euler scheduler), a few hundred KB, in `folder`."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text_folder = folder / "_tokenizer"
+    tok = tokenizer(text_folder, chat_template=None)
+    clip_tokenizer = PreTrainedTokenizerFast.from_pretrained(text_folder, model_max_length=16)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32)  # fmt: skip
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(32, 64), latent_channels=4, norm_num_groups=32,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)  # fmt: skip
+    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,  # type: ignore[arg-type]
+                                           num_attention_heads=4, max_position_embeddings=16, pad_token_id=clip_tokenizer.pad_token_id,
+                                           eos_token_id=clip_tokenizer.eos_token_id, bos_token_id=0))  # fmt: skip
+    scheduler = EulerDiscreteScheduler(timestep_spacing="trailing", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
+    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=encoder, tokenizer=clip_tokenizer, unet=unet, scheduler=scheduler,
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def music_model(folder: Path, seed: int = 0) -> Path:
+    """A MusicGen-shaped model (T5 text encoder, EnCodec at 32 kHz / 50 frames a second, 2-codebook decoder) in `folder`."""
+    import torch
+    from transformers import (
+        EncodecConfig,
+        GenerationConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = tokenizer(folder, chat_template=None)
+    codebook = 64
+    text = T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=8, num_layers=1, num_heads=2,  # type: ignore[arg-type]
+                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)  # type: ignore[attr-defined]  # fmt: skip
+    audio = EncodecConfig(sampling_rate=32000, audio_channels=1, num_filters=4, hidden_size=16, num_residual_layers=1,
+                          upsampling_ratios=[8, 5, 4, 4], codebook_size=codebook, codebook_dim=16, num_lstm_layers=1,
+                          target_bandwidths=[2.2], use_causal_conv=False, normalize=False)  # fmt: skip
+    decoder = MusicgenDecoderConfig(vocab_size=codebook, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, ffn_dim=64,
+                                    num_codebooks=2, max_position_embeddings=2048, pad_token_id=codebook, bos_token_id=codebook,
+                                    decoder_start_token_id=codebook)  # fmt: skip
+    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
+    torch.manual_seed(seed)
+    model = MusicgenForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(do_sample=True, guidance_scale=3.0, max_length=1500, pad_token_id=codebook,
+                                               decoder_start_token_id=codebook, bos_token_id=codebook)  # fmt: skip
+    model.save_pretrained(folder)
+    return folder

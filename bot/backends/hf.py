@@ -48,6 +48,13 @@ def source_for(model: str | None, kind: str) -> Source:
     return Source(model, local_only=offline(), is_folder=False)
 
 
+def check_options(options: dict[str, Any], known: set[str], type_name: str) -> None:
+    """Refuse options a backend does not know, so a typo is caught at start-up rather than silently ignored."""
+    unknown = set(options) - known
+    if unknown:
+        raise BackendLoadError(f"unknown {type_name} option(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+
+
 def hub_reachable() -> bool:
     """Whether the model hub accepts a connection within a few seconds."""
     from huggingface_hub import constants
@@ -79,6 +86,19 @@ def load_pretrained(loader: Any, source: Source, what: str, **kwargs: Any) -> An
         return loader.from_pretrained(source.name, **kwargs)
     except OSError as error:
         raise BackendLoadError(f"could not download {source.name} ({_first_line(error)})") from None
+
+
+def load_with_tokenizer(config: Any, kind: str, model_class: Any, what: str) -> tuple[str, Any, Any]:
+    """(name, tokenizer, model) for a transformers model: resolved, on its device and dtype, in eval mode (blocking)."""
+    from transformers import AutoTokenizer
+
+    source = source_for(config.model, kind)
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    tokenizer = load_pretrained(AutoTokenizer, source, "tokenizer")
+    model = load_pretrained(model_class, source, what, dtype=dtype)
+    model.to(device).eval()
+    return source.name, tokenizer, model
 
 
 def pick_device(setting: str) -> str:

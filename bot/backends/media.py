@@ -29,6 +29,9 @@ class ImageRequest:
     negative: str = ""
     # Non-zero: variations of the picture drawn with `seed` (picture i gets variation + i), not new pictures.
     variation: int = 0
+    # None: the backend's own defaults (the embedded backend has no steps or guidance).
+    steps: int | None = None
+    guidance: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class MusicRequest:
     seed: int
     duration_s: float = 10.0
     tempo: int | None = None
+    guidance: float | None = None
 
 
 @runtime_checkable

@@ -23,7 +23,9 @@ BUILTIN: dict[tuple[str, str], str] = {
     ("text", "openai"): "bot.backends.openai_text:create",
     ("text", "transformers"): "bot.backends.transformers_text:create",
     ("image", "procedural"): "bot.backends.procedural:create",
+    ("image", "diffusers"): "bot.backends.diffusers_image:create",
     ("music", "algorithmic"): "bot.backends.algorithmic:create",
+    ("music", "musicgen"): "bot.backends.musicgen:create",
 }
 
 

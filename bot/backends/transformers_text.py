@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from bot.backends import hf
-from bot.backends.base import BackendLoadError, TextOptions
+from bot.backends.base import TextOptions
 from bot.config import BackendConfig
 from bot.errors import BackendFailed
 from bot.messages import Turn
@@ -218,23 +218,16 @@ def _context(model: Any, tokenizer: Any, configured: Any) -> int:
 
 def load(config: BackendConfig) -> TransformersText:
     """Load tokenizer and model (blocking: call it off the event loop)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    source = hf.source_for(config.model, "transformers text")
-    device = hf.pick_device(config.device)
-    dtype = hf.pick_dtype(config.dtype, device)
-    tokenizer = hf.load_pretrained(AutoTokenizer, source, "tokenizer")
-    model = hf.load_pretrained(AutoModelForCausalLM, source, "language model", dtype=dtype)
-    model.to(device).eval()
+    name, tokenizer, model = hf.load_with_tokenizer(config, "transformers text", AutoModelForCausalLM, "language model")
     if not getattr(tokenizer, "chat_template", None):
-        log.warning("%s has no chat template; prompts use plain 'role: text' lines", source.name)
+        log.warning("%s has no chat template; prompts use plain 'role: text' lines", name)
     context = _context(model, tokenizer, config.options.get("context_tokens"))
-    return TransformersText(model, tokenizer, source.name, context, bool(config.options.get("batching", True)))
+    return TransformersText(model, tokenizer, name, context, bool(config.options.get("batching", True)))
 
 
 async def create(config: BackendConfig) -> TransformersText:
     """Factory for text `type: transformers` (options: context_tokens, batching)."""
-    unknown = set(config.options) - {"context_tokens", "batching"}
-    if unknown:
-        raise BackendLoadError(f"unknown transformers option(s): {', '.join(sorted(unknown))} (known: context_tokens, batching)")
+    hf.check_options(config.options, {"context_tokens", "batching"}, "transformers")
     return await asyncio.to_thread(load, config)
