@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.errors import ConfigError
 from moderation.classifier import LABELS
@@ -100,7 +107,21 @@ class BackendsSection(Strict):
     text: BackendConfig = BackendConfig(type="markov")
     image: BackendConfig = BackendConfig(type="procedural")
     music: BackendConfig = BackendConfig(type="algorithmic")
+    # A GPU host named once: `openai` and `remote` backends without their own base_url, key or timeout use its.
     remote: BackendConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _share_remote(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("remote"), dict):
+            return data
+        shared = {key: value for key, value in data["remote"].items() if key in ("base_url", "api_key_env", "timeout_s")}
+        data = dict(data)
+        for kind in ("text", "image", "music"):
+            backend = data.get(kind)
+            if isinstance(backend, dict) and backend.get("type") in ("openai", "remote"):
+                data[kind] = {**shared, **backend}
+        return data
 
 
 class QueueSection(Strict):

@@ -24,7 +24,7 @@ from bot.backends.media import (
     MusicBackend,
     MusicRequest,
 )
-from bot.job_args import MAX_SEED
+from bot.job_args import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from bot.messages import Turn
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,13 @@ def _number(body: dict[str, Any], key: str, default: float, low: float, high: fl
     return float(value)
 
 
+def _optional(body: dict[str, Any], key: str, low: float, high: float, kind: type[int] | type[float]) -> Any:
+    """A number the client may leave out (None: the model's own default)."""
+    if body.get(key) is None:
+        return None
+    return kind(_number(body, key, 0, low, high))
+
+
 def _prompt(body: dict[str, Any]) -> str:
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
@@ -104,7 +111,8 @@ class Host:
 
     def __init__(self, text: TextBackend | None, image: ImageBackend | None, music: MusicBackend | None,
                  api_key: str | None, slots: dict[str, int] | None = None) -> None:  # fmt: skip
-        slots = slots or {}
+        # A batching text backend serves many streams at once; the others one request per slot.
+        slots = {"text": getattr(text, "concurrency", 1), **(slots or {})}
         self.served = {kind: Served(getattr(backend, "name", kind), backend, slots.get(kind, 1))
                        for kind, backend in (("text", text), ("image", image), ("music", music)) if backend is not None}  # fmt: skip
         self.api_key = api_key
@@ -171,7 +179,9 @@ class Host:
 
     async def models(self, request: web.Request) -> web.Response:
         """OpenAI's model list."""
-        data = [{"id": s.name, "object": "model", "owned_by": "atelier", "kind": kind} for kind, s in self.served.items()]
+        data = [{"id": s.name, "object": "model", "owned_by": "atelier", "kind": kind,
+                 **({"supports_variations": bool(getattr(s.backend, "supports_variations", False))} if kind == "image" else {})}
+                for kind, s in self.served.items()]  # fmt: skip
         return web.json_response({"object": "list", "data": data})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -227,7 +237,8 @@ class Host:
         request_ = ImageRequest(
             prompt=prompt, seed=int(_number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)), width=int(width),
             height=int(height), n=int(_number(body, "n", 1, 1, 4)), negative=str(body.get("negative_prompt") or ""),
-            variation=int(_number(body, "variation", 0, 0, MAX_SEED)),
+            variation=int(_number(body, "variation", 0, 0, MAX_SEED)), steps=_optional(body, "steps", 1, MAX_STEPS, int),
+            guidance=_optional(body, "guidance_scale", 0, MAX_GUIDANCE, float),
         )  # fmt: skip
         return await self._generate(request, served, body, lambda progress: served.backend.generate(request_, progress))
 
@@ -240,6 +251,7 @@ class Host:
         request_ = MusicRequest(
             prompt=prompt, seed=int(_number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)),
             duration_s=_number(body, "duration", 10, 1, 30), tempo=int(tempo) if isinstance(tempo, int) else None,
+            guidance=_optional(body, "guidance", 0, MAX_GUIDANCE, float),
         )  # fmt: skip
         return await self._generate(request, served, body, lambda progress: served.backend.generate(request_, progress))
 

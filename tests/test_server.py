@@ -20,6 +20,7 @@ from bot.backends.algorithmic import AlgorithmicBackend
 from bot.backends.base import TextOptions
 from bot.backends.openai_text import OpenAIText
 from bot.backends.procedural import ProceduralBackend
+from bot.backends.remote import HostClient
 from bot.config import BackendConfig
 from bot.core import Bot
 from bot.errors import BackendFailed
@@ -168,7 +169,7 @@ async def test_the_client_retries_429_and_5xx_then_streams() -> None:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
     runner, url = await listen(app)
-    client = OpenAIText(f"{url}/v1", None, None, timeout_s=5, context_tokens=4096)
+    client = OpenAIText(HostClient(f"{url}/v1", None, timeout_s=5), None, context_tokens=4096)
     try:
         chunks = [chunk async for chunk in client.stream([Turn("user", "hi")], TextOptions())]
         assert chunks == ["finally"] and answers == []

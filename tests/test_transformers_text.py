@@ -163,3 +163,29 @@ async def test_the_bot_chats_with_the_tiny_model(tmp_path: Path, lm_folder: Path
         assert replies and replies[-1] and not any("not available" in reply for reply in replies)
     finally:
         await bot.close()
+
+
+async def test_the_host_streams_the_model_to_the_openai_backend(lm_folder: Path) -> None:
+    """Over HTTP the same greedy answer arrives as in-process, and concurrent streams share the model's batch."""
+    from bot import server
+    from bot.backends.openai_text import OpenAIText
+    from bot.backends.remote import HostClient
+    from tests.test_server import listen
+
+    local = await load(lm_folder)
+    assert local.concurrency > 1
+    runner, url = await listen(server.Host(local, None, None, None).app())
+    client = OpenAIText(HostClient(f"{url}/v1", None, timeout_s=30), None, context_tokens=local.context_tokens)
+    try:
+        turns = [Turn("system", "Be brief."), Turn("user", "hello")]
+        expected = "".join([piece async for piece in local.stream(turns, GREEDY)])
+        over_http = await asyncio.gather(*(_join(client.stream(turns, GREEDY)) for _ in range(4)))
+        assert over_http == [expected] * 4
+    finally:
+        await client.close()
+        await runner.cleanup()
+        await local.close()
+
+
+async def _join(pieces: AsyncIterator[str]) -> str:
+    return "".join([piece async for piece in pieces])

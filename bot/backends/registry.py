@@ -24,8 +24,10 @@ BUILTIN: dict[tuple[str, str], str] = {
     ("text", "transformers"): "bot.backends.transformers_text:create",
     ("image", "procedural"): "bot.backends.procedural:create",
     ("image", "diffusers"): "bot.backends.diffusers_image:create",
+    ("image", "openai"): "bot.backends.remote_media:create_image",
     ("music", "algorithmic"): "bot.backends.algorithmic:create",
     ("music", "musicgen"): "bot.backends.musicgen:create",
+    ("music", "remote"): "bot.backends.remote_media:create_music",
 }
 
 

@@ -22,6 +22,8 @@ from bot.messages import Turn
 
 log = logging.getLogger(__name__)
 DEFAULT_CONTEXT = 4096
+MAX_STREAMS = 32
+CPU_CACHE_TOKENS = 65536
 # Continuous batching has no per-request greedy switch; a temperature this low picks the top token.
 MIN_TEMPERATURE = 1e-4
 FAILED = "The language model failed while answering; please try again."
@@ -63,6 +65,11 @@ class TransformersText:
         """Whether concurrent requests are batched together."""
         return self._manager is not None
 
+    @property
+    def concurrency(self) -> int:
+        """How many requests are worth running at once (the GPU host's slots for this model)."""
+        return MAX_STREAMS if self._manager is not None else 1
+
     def _start_batching(self) -> Any:
         from transformers import ContinuousBatchingConfig, GenerationConfig
 
@@ -70,9 +77,9 @@ class TransformersText:
                                   pad_token_id=self._pad_id())  # fmt: skip
         batching = ContinuousBatchingConfig(per_request_processors=True, max_queue_size=0)
         if self.model.device.type == "cpu":
-            # Sized from GPU memory otherwise; on a CPU give it a fixed budget: 16 full contexts.
+            # Sized from free GPU memory otherwise; on a CPU, a fixed cache (~1.5 GB for a 0.5B model in float32).
             batching.page_size = 64
-            batching.num_blocks = max(64, 16 * -(-self.context_tokens // 64))
+            batching.num_blocks = min(16 * self.context_tokens, CPU_CACHE_TOKENS) // 64
             batching.max_batch_tokens = 2048
         try:
             manager = self.model.init_continuous_batching(generation_config=config, continuous_batching_config=batching)

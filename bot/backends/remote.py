@@ -1,0 +1,127 @@
+"""HTTP to an OpenAI-compatible model server (Atelier's host, vLLM, Ollama…): auth, probe, retries, SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from bot.backends.base import BackendLoadError
+from bot.config import BackendConfig, require_secret
+from bot.errors import BackendFailed, ConfigError
+
+RETRIES = 3
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+PROBE_TIMEOUT_S = 3.0  # an unreachable host falls back at start-up within seconds, not after the client's retries
+
+
+class HostClient:
+    """One session to one server: bearer key, a quick /models probe, POSTs retried with backoff."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.host = urlsplit(self.base_url).netloc  # for messages: never the key, never the query
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+
+    async def probe(self) -> list[dict[str, Any]]:
+        """GET /models quickly: the served model entries, or BackendLoadError saying why the server cannot be used."""
+        try:
+            async with self._session.get(f"{self.base_url}/models", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as response:
+                if response.status == 401:
+                    raise BackendLoadError(f"the model server at {self.host} refused the API key (401)")
+                if response.status != 200:
+                    raise BackendLoadError(f"the model server at {self.host} answered {response.status} to /models")
+                data = await response.json()
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as error:
+            raise BackendLoadError(f"the model server at {self.host} is unreachable ({error.__class__.__name__})") from None
+        return [model for model in data.get("data", []) if isinstance(model, dict)]
+
+    async def post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST with retries and backoff on 429/5xx and connection errors; the answer's headers within the timeout."""
+        for attempt in range(RETRIES + 1):
+            try:
+                response = await self._session.post(f"{self.base_url}{path}", json=body,
+                                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout_s))  # fmt: skip
+            except (aiohttp.ClientConnectionError, TimeoutError):
+                if attempt == RETRIES:
+                    raise BackendFailed(f"The model server at {self.host} is unreachable; try again later, or ask an admin to check it.") from None
+                await asyncio.sleep(backoff(attempt, None))
+                continue
+            if response.status == 200:
+                return response
+            retry_after = response.headers.get("Retry-After")
+            reason = await _error_message(response) if response.status in (400, 404, 413) else ""
+            response.release()
+            if response.status in RETRY_STATUSES and attempt < RETRIES:
+                await asyncio.sleep(backoff(attempt, retry_after))
+                continue
+            if response.status == 429:
+                raise BackendFailed("The model server is busy; please try again in a minute.")
+            if response.status in (401, 403):
+                raise BackendFailed("The model server refused our API key; ask an admin to check it.")
+            if reason:
+                raise BackendFailed(f"The model server refused the request: {reason}")
+            raise BackendFailed(f"The model server answered {response.status}; please try again, or /status.")
+        raise BackendFailed()  # unreachable: the loop returns or raises
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self._session.close()
+
+
+async def _error_message(response: aiohttp.ClientResponse) -> str:
+    """The `error.message` of an OpenAI-shaped error body, one line and short ('' if there is none)."""
+    try:
+        message = (await response.json(content_type=None))["error"]["message"]
+    except (aiohttp.ClientError, ValueError, KeyError, TypeError):
+        return ""
+    return " ".join(str(message).split())[:200] if message else ""
+
+
+def backoff(attempt: int, retry_after: str | None) -> float:
+    """Seconds to wait before retry `attempt`: the server's Retry-After when given, else exponential with jitter."""
+    if retry_after is not None:
+        try:
+            return min(float(retry_after), 30.0)
+        except ValueError:
+            pass
+    return min(0.25 * 2**attempt + random.random() * 0.1, 8.0)
+
+
+async def events(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The `data:` payloads of a server-sent event stream."""
+    async for raw in response.content:
+        line = raw.decode("utf-8", "replace").strip()
+        if line.startswith("data:"):
+            yield line[5:].strip()
+
+
+async def connect(config: BackendConfig, kind: str) -> tuple[HostClient, dict[str, Any]]:
+    """A client for `config.base_url`, probed; with the served model's entry ({} when the server lists none that match)."""
+    if not config.base_url:
+        raise BackendLoadError(f"type {config.type} needs base_url, e.g. http://gpu-host:8000/v1 (or backends.remote)")
+    try:
+        api_key = require_secret(config.api_key_env, f"backends.{kind}.api_key_env") if config.api_key_env else None
+    except ConfigError as error:
+        raise BackendLoadError(str(error)) from None
+    client = HostClient(config.base_url, api_key, config.timeout_s)
+    try:
+        models = await client.probe()
+        if not config.model:
+            # Atelier's host tags each model with its kind; other servers list text models only.
+            return client, next((m for m in models if m.get("kind") == kind), {})
+        entry = next((m for m in models if m.get("id") == config.model), None)
+        if models and entry is None:
+            served = ", ".join(str(m.get("id")) for m in models)
+            raise BackendLoadError(f"the model server at {client.host} does not serve '{config.model}' (it has {served})")
+        return client, entry or {}
+    except BackendLoadError:
+        await client.close()
+        raise
