@@ -26,6 +26,7 @@ bench: setup
 	$(PY) bench/moderation.py
 	$(PY) bench/discord.py
 	$(PY) bench/slack.py
+	$(PY) bench/backends.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info atelier-output

@@ -214,7 +214,7 @@ class Bot:
             backend.context_tokens - self.config.bot.reply_tokens,
             backend.count_tokens,
         )
-        await self._notice_fallback(message, reply)
+        await self.notice_fallback(message, reply)
         options = TextOptions(max_tokens=self.config.bot.reply_tokens, scope=message.conversation.scope)
         answer = await reply.stream(self._guarded(backend.stream(prompt, options)))
         if not answer.strip():
@@ -306,16 +306,18 @@ class Bot:
             raise RequestRefused((verdict.message or f"I can't help with that ({verdict.category}).") + notice)
         return verdict
 
-    async def _notice_fallback(self, message: Message, reply: Reply) -> None:
-        """Tell each channel once when the text backend in use is a fallback."""
-        status = self.statuses[0]
-        where = f"{message.conversation.scope}:{message.conversation.channel}"
-        if status.uses_fallback and where not in self._fallback_noticed:
-            self._fallback_noticed.add(where)
-            await reply.send(
-                f"Note: the configured text model ({status.configured}) is not available, so the simple "
-                f"offline {status.active} model answers for now; /status has details."
-            )
+    async def notice_fallback(self, message: Message, reply: Reply, kind: str = "text") -> None:
+        """Tell each channel once per kind when the backend in use is a fallback."""
+        status = next((s for s in self.statuses if s.kind == kind), None)
+        where = f"{kind}:{message.conversation.scope}:{message.conversation.channel}"
+        if status is None or not status.uses_fallback or where in self._fallback_noticed:
+            return
+        self._fallback_noticed.add(where)
+        stands_in = {"text": "model answers", "image": "generator draws", "music": "composer plays"}.get(kind, "backend works")
+        await reply.send(
+            f"Note: the configured {kind} model ({status.configured}) is not available, so the simple "
+            f"offline {status.active} {stands_in} for now; /status has details."
+        )
 
     # --- what commands need --------------------------------------------------------------
 

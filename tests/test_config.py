@@ -17,8 +17,9 @@ def test_the_shipped_config_is_valid_and_keeps_the_documented_names() -> None:
     assert config.adapters.discord.token_env == "DISCORD_TOKEN"
     assert config.adapters.slack.mode == "socket"
     assert (config.backends.text.type, config.backends.image.type, config.backends.music.type) == (
-        "markov", "procedural", "algorithmic"
+        "transformers", "procedural", "algorithmic"
     )
+    assert config.backends.text.model == "Qwen/Qwen2.5-0.5B-Instruct" and config.backends.text.fallback.type == "markov"  # type: ignore[union-attr]
     assert config.jobs.per_user_pending == 2 and config.jobs.image.slots == 1
     assert config.moderation.cooldown.blocks == 3
     assert config.serve.port == 8000

@@ -100,3 +100,16 @@ async def test_imagine_end_to_end_on_the_pipeline(tmp_path: Path, pipeline_folde
         assert image.size == (64, 64) and image.text["model"] == str(pipeline_folder) and image.text["guidance"] == "1.5"
     finally:
         await bot.close()
+
+
+async def test_a_fallback_image_backend_is_announced_once(tmp_path: Path) -> None:
+    config = make_config(tmp_path, backends={"image": {"type": "diffusers", "model": str(tmp_path / "gone"), "fallback": {"type": "procedural"}}})
+    bot = await Bot.start(config)
+    try:
+        lines = await run_console(bot, tmp_path, "/imagine dunes --seed 1 --size 64x64\n/imagine dunes --seed 2 --size 64x64\n")
+        notes = [line for line in lines if line.startswith("Note:")]
+        assert notes == ["Note: the configured image model (diffusers) is not available, so the simple offline procedural "
+                         "generator draws for now; /status has details."], lines  # fmt: skip
+        assert (tmp_path / "out" / "atelier-2.png").exists()
+    finally:
+        await bot.close()

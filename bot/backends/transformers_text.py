@@ -131,8 +131,8 @@ class TransformersText:
         self._manager.register_result_handler(request_id, outputs.put_nowait)
         temperature = max(options.temperature, MIN_TEMPERATURE)
         # add_request waits (up to seconds) when the manager's queue is full: off the loop.
-        await asyncio.to_thread(self._manager.add_request, ids, request_id=request_id, max_new_tokens=max_new,
-                                streaming=True, temperature=temperature)  # fmt: skip
+        await asyncio.to_thread(self._manager.add_request, ids, request_id=request_id, max_new_tokens=max_new, streaming=True,
+                                eos_token_id=sorted(self.stop_ids) or -1, temperature=temperature)  # fmt: skip
         finished = False
         try:
             while not finished:
