@@ -116,12 +116,15 @@ class BackendsSection(Strict):
         if not isinstance(data, dict) or not isinstance(data.get("remote"), dict):
             return data
         shared = {key: value for key, value in data["remote"].items() if key in ("base_url", "api_key_env", "timeout_s")}
-        data = dict(data)
-        for kind in ("text", "image", "music"):
-            backend = data.get(kind)
-            if isinstance(backend, dict) and backend.get("type") in ("openai", "remote"):
-                data[kind] = {**shared, **backend}
-        return data
+
+        def fill(backend: Any) -> Any:  # down the fallback chain too
+            if not isinstance(backend, dict):
+                return backend
+            if backend.get("type") in ("openai", "remote"):
+                backend = {**shared, **backend}
+            return {**backend, "fallback": fill(backend["fallback"])} if "fallback" in backend else backend
+
+        return {**data, **{kind: fill(data[kind]) for kind in ("text", "image", "music") if kind in data}}
 
 
 class QueueSection(Strict):

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 # Messages prepared (store, moderation) at once; the rest wait their turn in arrival order.
 ADMISSION_LIMIT = 16
+EMBEDDED = {"markov", "procedural", "algorithmic"}
 
 
 def _recent_user_turns(history: Sequence[StoredTurn], user_key: str, count: int) -> list[str]:
@@ -314,10 +315,8 @@ class Bot:
             return
         self._fallback_noticed.add(where)
         stands_in = {"text": "model answers", "image": "generator draws", "music": "composer plays"}.get(kind, "backend works")
-        await reply.send(
-            f"Note: the configured {kind} model ({status.configured}) is not available, so the simple "
-            f"offline {status.active} {stands_in} for now; /status has details."
-        )
+        instead = f"the simple offline {status.active} {stands_in}" if status.active in EMBEDDED else f"{status.active} stands in"
+        await reply.send(f"Note: the configured {kind} model ({status.configured}) is not available, so {instead} for now; /status has details.")
 
     # --- what commands need --------------------------------------------------------------
 

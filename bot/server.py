@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import json
 import logging
@@ -24,6 +25,7 @@ from bot.backends.media import (
     MusicBackend,
     MusicRequest,
 )
+from bot.errors import BotError
 from bot.job_args import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from bot.messages import Turn
 
@@ -32,6 +34,7 @@ MAX_BODY_BYTES = 1024 * 1024
 # Requests waiting per model beyond those running; past this the host answers 429 at once.
 QUEUE_LIMIT = 64
 RETRY_AFTER_S = 2
+KEEPALIVE_S = 10.0
 ROLES = {"system", "user", "assistant"}
 
 
@@ -60,6 +63,30 @@ class Served:
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.slots)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, response: web.StreamResponse | None = None) -> AsyncIterator[None]:
+        """Hold one of the model's slots; while waiting for it, keep a prepared stream alive with SSE comments."""
+        self.waiting += 1
+        acquire = asyncio.ensure_future(self.semaphore.acquire())
+        try:
+            while not acquire.done():
+                done, _ = await asyncio.wait({acquire}, timeout=KEEPALIVE_S)
+                if not done and response is not None:
+                    # A client reading with a timeout would otherwise give up (and retry) while we queue it.
+                    await response.write(b": waiting for a free slot\n\n")
+        except BaseException:
+            if acquire.done() and not acquire.cancelled():
+                self.semaphore.release()
+            else:
+                acquire.cancel()
+            self.waiting -= 1
+            raise
+        try:
+            yield
+        finally:
+            self.semaphore.release()
+            self.waiting -= 1
 
     def admit(self) -> None:
         """Refuse at once (429) when the queue is full, rather than letting clients time out."""
@@ -100,6 +127,11 @@ def _turns(body: dict[str, Any]) -> list[Turn]:
             raise ApiError(400, "each message needs a role (system, user or assistant) and text content")
         turns.append(Turn(message["role"], message["content"]))
     return turns
+
+
+def _failure(error: Exception, default: str) -> str:
+    """What the client may tell its user: our own errors' one-line messages, nothing from anything else."""
+    return error.user_message if isinstance(error, BotError) else default
 
 
 def _sse(data: dict[str, Any] | str) -> bytes:
@@ -195,30 +227,29 @@ class Host:
             seed=int(body["seed"]) if isinstance(body.get("seed"), int) else None,
         )
         completion_id = f"chatcmpl-{secrets.token_hex(8)}"
-        served.waiting += 1
-        try:
-            async with served.semaphore:
-                chunks = served.backend.stream(turns, options)
-                if body.get("stream"):
-                    return await self._stream_chat(request, completion_id, served.name, chunks)
-                text = "".join([chunk async for chunk in chunks])
-        finally:
-            served.waiting -= 1
+        if body.get("stream"):
+            return await self._stream_chat(request, completion_id, served, turns, options)
+        async with served.slot(), contextlib.aclosing(served.backend.stream(turns, options)) as chunks:
+            text = "".join([chunk async for chunk in chunks])
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         return web.json_response({"id": completion_id, "object": "chat.completion", "created": int(time.time()),
                                   "model": served.name, "choices": [choice]})  # fmt: skip
 
-    async def _stream_chat(self, request: web.Request, completion_id: str, model: str, chunks: AsyncIterator[str]) -> web.StreamResponse:
+    async def _stream_chat(self, request: web.Request, completion_id: str, served: Served, turns: list[Turn],
+                           options: TextOptions) -> web.StreamResponse:  # fmt: skip
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-        await response.write(_sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}))
+        base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": served.name}
         try:
-            async for chunk in chunks:
-                await response.write(_sse({**base, "choices": [{"index": 0, "delta": {"content": chunk}, "finish_reason": None}]}))
-        except Exception:  # headers are sent: the error goes in the stream
+            async with served.slot(response), contextlib.aclosing(served.backend.stream(turns, options)) as chunks:
+                await response.write(_sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}))
+                async for chunk in chunks:
+                    await response.write(_sse({**base, "choices": [{"index": 0, "delta": {"content": chunk}, "finish_reason": None}]}))
+        except Exception as error:  # headers are sent: the error goes in the stream
+            if isinstance(error, ConnectionResetError):
+                raise
             log.exception("text backend failed mid-stream")
-            await response.write(_sse({"error": {"message": "the model failed mid-answer", "type": "server_error", "code": 500}}))
+            await response.write(_sse({"error": {"message": _failure(error, "the model failed mid-answer"), "type": "server_error", "code": 500}}))
         else:
             await response.write(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
         await response.write(_sse("[DONE]"))
@@ -232,8 +263,8 @@ class Host:
         prompt = _prompt(body)
         size = str(body.get("size") or "512x512")
         width, _, height = size.partition("x")
-        if not (width.isdigit() and height.isdigit() and 64 <= int(width) <= 1024 and 64 <= int(height) <= 1024):
-            raise ApiError(400, "'size' must look like 512x512 (64 to 1024)")
+        if not (width.isdigit() and height.isdigit() and all(64 <= int(side) <= 1024 and int(side) % 8 == 0 for side in (width, height))):
+            raise ApiError(400, "'size' must look like 512x512 (sides 64 to 1024, multiples of 8)")
         request_ = ImageRequest(
             prompt=prompt, seed=int(_number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)), width=int(width),
             height=int(height), n=int(_number(body, "n", 1, 1, 4)), negative=str(body.get("negative_prompt") or ""),
@@ -266,18 +297,18 @@ class Host:
                 raise JobCancelled("the client went away")
             loop.call_soon_threadsafe(updates.put_nowait, (fraction, note))
 
-        served.waiting += 1
+        if not body.get("stream"):
+            async with served.slot():
+                try:
+                    artifacts = await run(progress)
+                except asyncio.CancelledError:
+                    stopped.set()
+                    raise
+            return web.json_response(self._artifacts(artifacts))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
         try:
-            async with served.semaphore:
-                if not body.get("stream"):
-                    try:
-                        artifacts = await run(progress)
-                    except asyncio.CancelledError:
-                        stopped.set()
-                        raise
-                    return web.json_response(self._artifacts(artifacts))
-                response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-                await response.prepare(request)
+            async with served.slot(response):
                 work = asyncio.ensure_future(run(progress))
                 try:
                     while not work.done():
@@ -288,19 +319,23 @@ class Host:
                             await response.write(_sse({"type": "progress", "progress": fraction, "note": note}))
                         else:
                             getter.cancel()
-                    await response.write(_sse({"type": "result", **self._artifacts(work.result())}))
+                    result = work.result()
+                    while not updates.empty():  # the last steps' reports can still be queued when the work ends
+                        fraction, note = updates.get_nowait()
+                        await response.write(_sse({"type": "progress", "progress": fraction, "note": note}))
                 except (ConnectionResetError, asyncio.CancelledError):
                     stopped.set()  # the client left: the backend stops at its next step, freeing the slot
                     work.cancel()
                     raise
-                except Exception:
-                    log.exception("%s backend failed", served.name)
-                    await response.write(_sse({"type": "error", "error": {"message": "generation failed", "code": 500}}))
-                await response.write(_sse("[DONE]"))
-                await response.write_eof()
-                return response
-        finally:
-            served.waiting -= 1
+            await response.write(_sse({"type": "result", **self._artifacts(result)}))
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            log.exception("%s backend failed", served.name)
+            await response.write(_sse({"type": "error", "error": {"message": _failure(error, "generation failed"), "code": 500}}))
+        await response.write(_sse("[DONE]"))
+        await response.write_eof()
+        return response
 
     @staticmethod
     def _artifacts(artifacts: list[Any]) -> dict[str, Any]:

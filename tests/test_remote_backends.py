@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from bot.core import Bot
 from bot.errors import BackendFailed
 from bot.messages import Artifact
 from tests.conftest import make_config
+from tests.fakes import GatedImageBackend
 from tests.test_jobs_console import run_console
 from tests.test_server import KEY, listen
 
@@ -107,9 +109,11 @@ async def test_music_over_http_is_the_same_wav_and_midi(gpu_host: tuple[str, ser
         await backend.close()
 
 
-async def test_a_cancelled_job_stops_the_work_on_the_host(gpu_host: tuple[str, server.Host], remote_env: str) -> None:
-    url, host = gpu_host
-    remote = await connect_image(url, remote_env)
+async def test_a_cancelled_job_stops_the_work_on_the_host(remote_env: str) -> None:
+    gated = GatedImageBackend()  # never finishes on its own: only the host stopping it ends the work
+    host = server.Host(None, gated, None, KEY)
+    runner, url = await listen(host.app())
+    remote = await connect_image(f"{url}/v1", remote_env)
     seen: list[float] = []
 
     def cancel_after_two(fraction: float, note: str) -> None:
@@ -119,16 +123,55 @@ async def test_a_cancelled_job_stops_the_work_on_the_host(gpu_host: tuple[str, s
 
     try:
         with pytest.raises(JobCancelled):
-            await remote.generate(ImageRequest("big", 1, 1024, 1024, n=4), cancel_after_two)
+            await remote.generate(ImageRequest("big", 1, 64, 64), cancel_after_two)
         served = host.served["image"]
-        for _ in range(100):  # the host notices the closed connection and stops at the backend's next step
+        for _ in range(100):
             if served.waiting == 0:
                 break
             await asyncio.sleep(0.05)
-        assert served.waiting == 0 and not served.semaphore.locked()
-        assert len(await remote.generate(ImageRequest("small", 1, 64, 64), lambda f, n: None)) == 1
+        assert served.waiting == 0 and not served.semaphore.locked(), "the host kept working for a client that left"
     finally:
         await remote.close()
+        await runner.cleanup()
+        await gated.close()
+
+
+async def test_a_queued_request_is_kept_alive_until_its_turn(monkeypatch: pytest.MonkeyPatch, remote_env: str) -> None:
+    """A client that times out after 0.5 s of silence still gets its picture after waiting 1.5 s in the host's queue."""
+    monkeypatch.setattr(server, "KEEPALIVE_S", 0.1)
+    gated = GatedImageBackend()
+    runner, url = await listen(server.Host(None, gated, None, KEY).app())
+    backend, _ = await registry.load("image", BackendConfig(type="openai", base_url=f"{url}/v1", api_key_env=remote_env, timeout_s=0.5))
+    assert isinstance(backend, OpenAIImage)
+    try:
+        first = asyncio.create_task(backend.generate(ImageRequest("first", 1, 64, 64), lambda f, n: None))
+        await asyncio.to_thread(gated.started.wait, 5)
+        second = asyncio.create_task(backend.generate(ImageRequest("second", 2, 64, 64), lambda f, n: None))
+        await asyncio.sleep(1.5)
+        gated.release.set()
+        assert [a.filename for a in await first] == ["gated-1.png"]
+        assert [a.filename for a in await second] == ["gated-2.png"]
+    finally:
+        await backend.close()
+        await runner.cleanup()
+
+
+async def test_a_big_file_crosses_the_wire_intact(remote_env: str) -> None:
+    """An SDXL PNG or a 30 s WAV is megabytes, sent as one SSE line."""
+    noise = os.urandom(3 * 1024 * 1024)
+
+    class Big(ProceduralBackend):
+        async def generate(self, request: ImageRequest, progress: Progress) -> list[Artifact]:
+            return [Artifact(noise, "image/png", "atelier-1.png", {"seed": "1"})]
+
+    runner, url = await listen(server.Host(None, Big(), None, KEY).app())
+    remote = await connect_image(f"{url}/v1", remote_env)
+    try:
+        [artifact] = await remote.generate(ImageRequest("big", 1, 1024, 1024), lambda f, n: None)
+        assert artifact.data == noise
+    finally:
+        await remote.close()
+        await runner.cleanup()
 
 
 async def test_a_wrong_key_or_a_missing_host_falls_back(gpu_host: tuple[str, server.Host], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,6 +188,8 @@ async def test_a_host_failure_is_one_line_for_the_user(remote_env: str) -> None:
     class Broken(ProceduralBackend):
         async def generate(self, request: ImageRequest, progress: Progress) -> list[Artifact]:
             progress(0.1, "step 1")
+            if request.prompt == "withheld":
+                raise BackendFailed("The model's safety checker withheld that picture; try a different prompt.")
             raise RuntimeError("CUDA out of memory at /secret/path")
 
     runner, url = await listen(server.Host(None, Broken(), None, KEY).app())
@@ -153,6 +198,9 @@ async def test_a_host_failure_is_one_line_for_the_user(remote_env: str) -> None:
         with pytest.raises(BackendFailed) as failed:
             await remote.generate(ImageRequest("x", 1, 64, 64), lambda f, n: None)
         assert failed.value.user_message == "The model server failed while generating; please try again."
+        with pytest.raises(BackendFailed) as failed:
+            await remote.generate(ImageRequest("withheld", 1, 64, 64), lambda f, n: None)
+        assert failed.value.user_message == "The model's safety checker withheld that picture; try a different prompt."
     finally:
         await remote.close()
         await runner.cleanup()
@@ -163,7 +211,7 @@ async def test_a_request_the_host_refuses_says_why(gpu_host: tuple[str, server.H
     try:
         with pytest.raises(BackendFailed) as refused:
             await remote.generate(ImageRequest("tiny", 1, 32, 32), lambda f, n: None)
-        assert refused.value.user_message == "The model server refused the request: 'size' must look like 512x512 (64 to 1024)"
+        assert refused.value.user_message == "The model server refused the request: 'size' must look like 512x512 (sides 64 to 1024, multiples of 8)"
     finally:
         await remote.close()
 
@@ -171,11 +219,13 @@ async def test_a_request_the_host_refuses_says_why(gpu_host: tuple[str, server.H
 def test_backends_share_the_remote_host_unless_they_name_their_own() -> None:
     config = parse_config({"backends": {
         "remote": {"type": "openai", "base_url": "http://gpu:8000/v1", "api_key_env": "K", "timeout_s": 120},
-        "text": {"type": "openai", "model": "qwen"},
+        "text": {"type": "transformers", "model": "Qwen/Qwen2.5-0.5B-Instruct", "fallback": {"type": "openai", "model": "qwen"}},
         "image": {"type": "openai", "base_url": "http://other:9000/v1"},
         "music": {"type": "algorithmic"},
     }})  # fmt: skip
-    assert (config.backends.text.base_url, config.backends.text.api_key_env, config.backends.text.timeout_s) == ("http://gpu:8000/v1", "K", 120)
+    remote_text = config.backends.text.fallback
+    assert remote_text is not None and config.backends.text.base_url is None
+    assert (remote_text.base_url, remote_text.api_key_env, remote_text.timeout_s) == ("http://gpu:8000/v1", "K", 120)
     assert (config.backends.image.base_url, config.backends.image.api_key_env) == ("http://other:9000/v1", "K")
     assert config.backends.music.base_url is None
 

@@ -118,13 +118,23 @@ async def test_concurrent_conversations_are_batched(lm_folder: Path) -> None:
         await backend.close()
 
 
-async def test_a_reader_that_leaves_frees_the_model(lm: TransformersText) -> None:
-    stream = lm.stream([Turn("user", "a long story please")], TextOptions(max_tokens=400, temperature=1.0))
-    async for _ in stream:
-        break
-    await stream.aclose()
-    reply = await asyncio.wait_for(_collect(lm, "and now a short one"), timeout=30)
-    assert reply
+async def test_a_reader_that_leaves_stops_its_generation(lm: TransformersText) -> None:
+    steps = [0]
+    hook = lm.model.register_forward_hook(lambda *args: steps.__setitem__(0, steps[0] + 1))
+    stop_ids, lm.stop_ids = lm.stop_ids, set()  # no early end token: left alone it would run all 400 steps
+    try:
+        stream = lm.stream([Turn("user", "a long story please")], TextOptions(max_tokens=400, temperature=1.0))
+        async for _ in stream:
+            break
+        await stream.aclose()
+        await asyncio.sleep(0.5)
+        after_leaving = steps[0]
+        await asyncio.sleep(0.5)
+        assert steps[0] == after_leaving < 100, "the model kept generating for nobody"
+        assert await asyncio.wait_for(_collect(lm, "and now a short one"), timeout=30)
+    finally:
+        lm.stop_ids = stop_ids
+        hook.remove()
 
 
 async def _collect(lm: TransformersText, text: str) -> str:
@@ -136,12 +146,13 @@ async def _collect(lm: TransformersText, text: str) -> str:
     (BackendConfig(type="transformers", model="Org/not-cached-model"), "not in the local model cache and HF_HUB_OFFLINE is set"),
     (BackendConfig(type="transformers", model="Org/x", device="cuda"), "device: cuda was asked for, but no GPU is visible"),
     (BackendConfig(type="transformers"), "needs `model:`"),
-    (BackendConfig(type="transformers", model="Org/x", options={"beams": 4}), "unknown transformers option(s): beams (known: batching, context_tokens)"),
+    (BackendConfig(type="transformers", model="Org/x", options={"beams": 4}), "unknown transformers option(s): beams (known: batching, cache_fraction, context_tokens)"),
 ])  # fmt: skip
 async def test_a_model_that_cannot_load_falls_back_and_says_why(monkeypatch: pytest.MonkeyPatch, config: BackendConfig, reason: str) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
-    pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has a GPU")
+    if config.device == "cuda" and pytest.importorskip("torch").cuda.is_available():
+        pytest.skip("this machine has a GPU")
     backend, status = await registry.load("text", config.model_copy(update={"fallback": BackendConfig(type="markov")}))
     assert status.active == "markov" and reason in status.reason
     await backend.close()

@@ -82,8 +82,8 @@ class DiffusersImage:
             arguments["negative_prompt"] = request.negative
         if self._latent_channels is not None:
             arguments["latents"] = torch.cat([self._noise(request, seed, i) for i, seed in enumerate(seeds)])
-        else:
-            arguments["generator"] = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        # Also for the noise that ancestral and few-step schedulers add at every step.
+        arguments["generator"] = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         with self._lock, torch.inference_mode():
             progress(0.0, "starting")
             output = self.pipeline(**{key: value for key, value in arguments.items() if key in self._accepts})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from bot.backends.base import BackendLoadError
 
 log = logging.getLogger(__name__)
 HUB_PROBE_TIMEOUT_S = 3.0
+# Seeding torch's global generator and sampling from it must not interleave between backends that share it.
+RNG_LOCK = threading.Lock()
 DTYPES = ("float32", "float16", "bfloat16")
 
 

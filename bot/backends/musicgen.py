@@ -65,9 +65,9 @@ class MusicgenMusic:
         guidance = self.guidance if request.guidance is None else request.guidance
         prompt = f"{request.prompt}, {request.tempo} bpm" if request.tempo else request.prompt
         inputs = self.tokenizer([prompt], return_tensors="pt", padding=True).to(self.model.device)
-        with self._lock, torch.inference_mode():
+        with self._lock, hf.RNG_LOCK, torch.inference_mode():
             progress(0.0, "starting")
-            torch.manual_seed(request.seed)  # under the lock: the same seed gives the same piece
+            torch.manual_seed(request.seed)  # under the RNG lock: the same seed gives the same piece
             audio = self.model.generate(**inputs, do_sample=True, guidance_scale=guidance or None, max_new_tokens=steps,
                                         stopping_criteria=StoppingCriteriaList([step_reporter(progress, steps)]))  # fmt: skip
         progress(0.95, "writing the WAV")

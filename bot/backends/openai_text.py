@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from bot.backends.base import TextOptions
-from bot.backends.remote import HostClient, connect, events
+from bot.backends.remote import HostClient, connect, events, reported_failure
 from bot.config import BackendConfig
 from bot.errors import BackendFailed
 from bot.messages import Turn
@@ -49,11 +49,14 @@ class OpenAIText:
                     return
                 event = json.loads(data)
                 if "error" in event:
-                    raise BackendFailed("The model server failed mid-answer; please try again.")
+                    raise BackendFailed(reported_failure(event, "The model server failed mid-answer; please try again."))
                 for choice in event.get("choices", []):
                     text = (choice.get("delta") or {}).get("content")
                     if text:
                         yield text
+                    finished = finished or bool(choice.get("finish_reason"))
+            if not finished:  # closed without saying it was done: the answer may be cut short
+                raise BackendFailed("The model server stopped mid-answer; please try again.")
         finally:
             # A reader that left early drops the connection, so the server stops generating for it.
             (response.release if finished else response.close)()

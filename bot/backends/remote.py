@@ -18,6 +18,8 @@ from bot.errors import BackendFailed, ConfigError
 RETRIES = 3
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 PROBE_TIMEOUT_S = 3.0  # an unreachable host falls back at start-up within seconds, not after the client's retries
+MAX_EVENT_BYTES = 256 * 1024 * 1024
+GENERIC_FAILURES = {"generation failed", "the model failed mid-answer"}
 
 
 class HostClient:
@@ -26,7 +28,9 @@ class HostClient:
     def __init__(self, base_url: str, api_key: str | None, timeout_s: float) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self.host = urlsplit(self.base_url).netloc  # for messages: never the key, never the query
+        parts = urlsplit(self.base_url)
+        # For messages: host and port only, never user:password@, the key or the query.
+        self.host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
 
@@ -41,7 +45,8 @@ class HostClient:
                 data = await response.json()
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as error:
             raise BackendLoadError(f"the model server at {self.host} is unreachable ({error.__class__.__name__})") from None
-        return [model for model in data.get("data", []) if isinstance(model, dict)]
+        models = data.get("data", []) if isinstance(data, dict) else []
+        return [model for model in models if isinstance(model, dict)] if isinstance(models, list) else []
 
     async def post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST with retries and backoff on 429/5xx and connection errors; the answer's headers within the timeout."""
@@ -49,6 +54,9 @@ class HostClient:
             try:
                 response = await self._session.post(f"{self.base_url}{path}", json=body,
                                                      timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout_s))  # fmt: skip
+            except aiohttp.SocketTimeoutError:
+                # The server took the request and said nothing for timeout_s: sending it again would run it twice.
+                raise BackendFailed(f"The model server at {self.host} did not answer within {self.timeout_s:g}s; please try again.") from None
             except (aiohttp.ClientConnectionError, TimeoutError):
                 if attempt == RETRIES:
                     raise BackendFailed(f"The model server at {self.host} is unreachable; try again later, or ask an admin to check it.") from None
@@ -85,6 +93,15 @@ async def _error_message(response: aiohttp.ClientResponse) -> str:
     return " ".join(str(message).split())[:200] if message else ""
 
 
+def reported_failure(event: dict[str, Any], default: str) -> str:
+    """The message in an error event, when the server gave one meant for users (Atelier's host does); else `default`."""
+    error = event.get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or message in GENERIC_FAILURES:
+        return default
+    return " ".join(message.split())[:300] or default
+
+
 def backoff(attempt: int, retry_after: str | None) -> float:
     """Seconds to wait before retry `attempt`: the server's Retry-After when given, else exponential with jitter."""
     if retry_after is not None:
@@ -96,11 +113,23 @@ def backoff(attempt: int, retry_after: str | None) -> float:
 
 
 async def events(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """The `data:` payloads of a server-sent event stream."""
-    async for raw in response.content:
-        line = raw.decode("utf-8", "replace").strip()
-        if line.startswith("data:"):
-            yield line[5:].strip()
+    """The `data:` payloads of a server-sent event stream (one may be megabytes: a picture in base64)."""
+    buffer = bytearray()
+    try:
+        async for chunk in response.content.iter_any():
+            buffer.extend(chunk)
+            while (end := buffer.find(b"\n")) >= 0:
+                line = buffer[:end].decode("utf-8", "replace").strip()
+                del buffer[: end + 1]
+                if line.startswith("data:"):
+                    yield line[5:].strip()
+            if len(buffer) > MAX_EVENT_BYTES:
+                raise BackendFailed("The model server sent an answer too large to take; ask for a smaller one.")
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+        raise BackendFailed("The model server's answer broke off; please try again.") from None
+    line = buffer.decode("utf-8", "replace").strip()
+    if line.startswith("data:"):
+        yield line[5:].strip()
 
 
 async def connect(config: BackendConfig, kind: str) -> tuple[HostClient, dict[str, Any]]:
@@ -122,6 +151,8 @@ async def connect(config: BackendConfig, kind: str) -> tuple[HostClient, dict[st
             served = ", ".join(str(m.get("id")) for m in models)
             raise BackendLoadError(f"the model server at {client.host} does not serve '{config.model}' (it has {served})")
         return client, entry or {}
-    except BackendLoadError:
+    except BaseException as error:
         await client.close()
-        raise
+        if isinstance(error, (BackendLoadError, asyncio.CancelledError)):
+            raise
+        raise BackendLoadError(f"the model server at {client.host} answered /models with something unreadable") from None

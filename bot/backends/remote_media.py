@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from bot.backends.media import ImageRequest, MusicRequest, Progress
-from bot.backends.remote import HostClient, connect, events
+from bot.backends.remote import HostClient, connect, events, reported_failure
 from bot.config import BackendConfig
 from bot.errors import BackendFailed
 from bot.messages import Artifact
@@ -45,7 +45,7 @@ class RemoteGenerator:
                     return [_artifact(item) for item in event.get("data", [])]
                 elif event.get("type") == "error" or "error" in event:
                     finished = True
-                    raise BackendFailed("The model server failed while generating; please try again.")
+                    raise BackendFailed(reported_failure(event, "The model server failed while generating; please try again."))
             finished = True
             raise BackendFailed("The model server ended the stream without a result; please try again.")
         except (json.JSONDecodeError, KeyError, ValueError, TypeError, binascii.Error):

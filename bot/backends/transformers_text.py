@@ -8,9 +8,11 @@ thread that steps every active request together); a model that cannot batch that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -26,32 +28,47 @@ MAX_STREAMS = 32
 CPU_CACHE_TOKENS = 65536
 # Continuous batching has no per-request greedy switch; a temperature this low picks the top token.
 MIN_TEMPERATURE = 1e-4
+BATCHING_START_S = 120.0
+HEALTH_CHECK_S = 5.0  # how often a waiting reader checks that the batching thread is still alive
 FAILED = "The language model failed while answering; please try again."
 
 
 class Decoder:
-    """Turns a growing list of token ids into new text pieces, holding back half-decoded characters."""
+    """Turns a growing list of token ids into new text pieces, holding back half-decoded characters.
+
+    Decodes only a short window (the tokens since the last piece, after the ones before them), so the
+    cost per token stays constant, and a tokenizer that joins pieces differently in context (spaces
+    before punctuation) cannot make already-sent text disagree with what follows.
+    """
 
     def __init__(self, tokenizer: Any, stop_ids: set[int]) -> None:
-        self.tokenizer, self.stop_ids, self.sent = tokenizer, stop_ids, ""
+        self.tokenizer, self.stop_ids = tokenizer, stop_ids
+        self.prefix = self.read = 0  # tokens[prefix:read] were decoded last time, as context for the next piece
+
+    def _text(self, tokens: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(tokens), skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
     def feed(self, tokens: Sequence[int], final: bool = False) -> str:
         """The text added since the last call ('' while a multi-byte character is incomplete, unless `final`)."""
-        tokens = list(tokens)
-        while tokens and tokens[-1] in self.stop_ids:
-            tokens.pop()
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        if not text.startswith(self.sent) or (text.endswith("\ufffd") and not final):
+        end = len(tokens)
+        while end > self.read and tokens[end - 1] in self.stop_ids:
+            end -= 1
+        if end <= self.read:
             return ""
-        piece, self.sent = text[len(self.sent) :], text
-        return piece
+        before = self._text(tokens[self.prefix : self.read])
+        after = self._text(tokens[self.prefix : end])
+        if len(after) <= len(before) or (after.endswith("\ufffd") and not final):
+            return ""
+        self.prefix, self.read = self.read, end
+        return after[len(before) :]
 
 
 class TransformersText:
     """Streams replies from a local causal LM."""
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, context_tokens: int, batching: bool) -> None:
+    def __init__(self, model: Any, tokenizer: Any, name: str, context_tokens: int, batching: bool, cache_fraction: float = 0.3) -> None:
         self.model, self.tokenizer, self.name, self.context_tokens = model, tokenizer, name, context_tokens
+        self.cache_fraction = cache_fraction
         eos = model.generation_config.eos_token_id
         self.stop_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -81,10 +98,20 @@ class TransformersText:
             batching.page_size = 64
             batching.num_blocks = min(16 * self.context_tokens, CPU_CACHE_TOKENS) // 64
             batching.max_batch_tokens = 2048
+        else:
+            batching.max_memory_percent = self.cache_fraction  # leave the GPU's rest to the image and music models
         try:
             manager = self.model.init_continuous_batching(generation_config=config, continuous_batching_config=batching)
             manager.start()
-        except Exception as error:  # an architecture without paged attention: serve one request at a time
+            # The cache and batch processor are built in the manager's thread: wait to see that they were.
+            deadline = time.monotonic() + BATCHING_START_S
+            while manager.batch_processor is None and manager.is_running() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if manager.batch_processor is None:
+                error = manager.background_thread_status.fatal_error or TimeoutError("the batching thread did not start")
+                manager.stop(block=False)
+                raise error
+        except Exception as error:  # e.g. an architecture without paged attention: serve one request at a time
             log.warning("%s cannot use continuous batching (%s); answering one request at a time", self.name, error)
             return None
         return manager
@@ -118,10 +145,11 @@ class TransformersText:
         decoder = Decoder(self.tokenizer, self.stop_ids)
         source = self._batched(ids, max_new, options) if self._manager is not None else self._single(ids, max_new, options)
         tokens: Sequence[int] = []
-        async for tokens in source:
-            piece = decoder.feed(tokens)
-            if piece:
-                yield piece
+        async with contextlib.aclosing(source):  # type: ignore[type-var]  # a reader that leaves stops generating now, not at GC
+            async for tokens in source:
+                piece = decoder.feed(tokens)
+                if piece:
+                    yield piece
         if tail := decoder.feed(tokens, final=True):  # bytes that never became a whole character
             yield tail
 
@@ -130,13 +158,21 @@ class TransformersText:
         request_id = f"atelier-{next(self._ids)}"
         self._manager.register_result_handler(request_id, outputs.put_nowait)
         temperature = max(options.temperature, MIN_TEMPERATURE)
-        # add_request waits (up to seconds) when the manager's queue is full: off the loop.
-        await asyncio.to_thread(self._manager.add_request, ids, request_id=request_id, max_new_tokens=max_new, streaming=True,
-                                eos_token_id=sorted(self.stop_ids) or -1, temperature=temperature)  # fmt: skip
         finished = False
         try:
+            # add_request waits (up to seconds) when the manager's queue is full: off the loop.
+            added = await asyncio.to_thread(self._manager.add_request, ids, request_id=request_id, max_new_tokens=max_new,
+                                            streaming=True, eos_token_id=sorted(self.stop_ids) or -1, temperature=temperature)  # fmt: skip
+            if added is None:  # the batching thread has stopped (it logged why)
+                raise BackendFailed(FAILED)
             while not finished:
-                output = await outputs.get()
+                try:
+                    output = await asyncio.wait_for(outputs.get(), HEALTH_CHECK_S)
+                except TimeoutError:
+                    if not self._manager.is_running():
+                        log.error("%s: the batching thread stopped", self.name)
+                        raise BackendFailed(FAILED) from None
+                    continue
                 if output.error is not None:
                     log.error("%s failed on a request: %s", self.name, output.error)
                     raise BackendFailed(FAILED)
@@ -178,7 +214,7 @@ class TransformersText:
         def run() -> None:
             sampling = {"do_sample": True, "temperature": options.temperature} if options.temperature > 0 else {"do_sample": False}
             try:
-                with self._lock, torch.inference_mode():
+                with self._lock, hf.RNG_LOCK if options.seed is not None else contextlib.nullcontext(), torch.inference_mode():
                     if options.seed is not None:
                         torch.manual_seed(options.seed)
                     self.model.generate(torch.tensor([ids], device=self.model.device), max_new_tokens=max_new, streamer=Collect(),
@@ -231,10 +267,11 @@ def load(config: BackendConfig) -> TransformersText:
     if not getattr(tokenizer, "chat_template", None):
         log.warning("%s has no chat template; prompts use plain 'role: text' lines", name)
     context = _context(model, tokenizer, config.options.get("context_tokens"))
-    return TransformersText(model, tokenizer, name, context, bool(config.options.get("batching", True)))
+    fraction = float(config.options.get("cache_fraction", 0.3))
+    return TransformersText(model, tokenizer, name, context, bool(config.options.get("batching", True)), fraction)
 
 
 async def create(config: BackendConfig) -> TransformersText:
     """Factory for text `type: transformers` (options: context_tokens, batching)."""
-    hf.check_options(config.options, {"context_tokens", "batching"}, "transformers")
+    hf.check_options(config.options, {"context_tokens", "batching", "cache_fraction"}, "transformers")
     return await asyncio.to_thread(load, config)
