@@ -84,6 +84,18 @@ async def test_tokens_stream_in_order_and_stop_at_the_models_end_token(lm_folder
             await backend.close()
 
 
+@pytest.mark.parametrize("batching", [True, False])
+async def test_top_k_1_makes_sampling_pick_the_likeliest_token(lm_folder: Path, batching: bool) -> None:
+    turns = [Turn("user", "go on")]
+    reference = greedy_ids(lm_folder, turns, 8)
+    backend = await load(lm_folder, batching=batching, top_k=1)
+    try:
+        hot = TextOptions(max_tokens=3, temperature=1.5)  # would wander without top_k
+        assert [await _join(backend.stream(turns, hot)) for _ in range(3)] == [backend.tokenizer.decode(reference[:3])] * 3
+    finally:
+        await backend.close()
+
+
 async def test_max_tokens_bounds_the_reply(lm: TransformersText, lm_folder: Path) -> None:
     turns = [Turn("user", "go on")]
     reference = greedy_ids(lm_folder, turns, 8)
@@ -146,7 +158,7 @@ async def _collect(lm: TransformersText, text: str) -> str:
     (BackendConfig(type="transformers", model="Org/not-cached-model"), "not in the local model cache and HF_HUB_OFFLINE is set"),
     (BackendConfig(type="transformers", model="Org/x", device="cuda"), "device: cuda was asked for, but no GPU is visible"),
     (BackendConfig(type="transformers"), "needs `model:`"),
-    (BackendConfig(type="transformers", model="Org/x", options={"beams": 4}), "unknown transformers option(s): beams (known: batching, cache_fraction, context_tokens)"),
+    (BackendConfig(type="transformers", model="Org/x", options={"beams": 4}), "unknown transformers option(s): beams (known: batching, cache_fraction, context_tokens, top_k, top_p)"),
 ])  # fmt: skip
 async def test_a_model_that_cannot_load_falls_back_and_says_why(monkeypatch: pytest.MonkeyPatch, config: BackendConfig, reason: str) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -66,9 +66,11 @@ class Decoder:
 class TransformersText:
     """Streams replies from a local causal LM."""
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, context_tokens: int, batching: bool, cache_fraction: float = 0.3) -> None:
+    def __init__(self, model: Any, tokenizer: Any, name: str, context_tokens: int, batching: bool, cache_fraction: float = 0.3,
+                 sampling: dict[str, float] | None = None) -> None:  # fmt: skip
         self.model, self.tokenizer, self.name, self.context_tokens = model, tokenizer, name, context_tokens
         self.cache_fraction = cache_fraction
+        self.sampling = sampling or {}  # top_p / top_k for every reply; temperature comes with each request
         eos = model.generation_config.eos_token_id
         self.stop_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -90,7 +92,7 @@ class TransformersText:
     def _start_batching(self) -> Any:
         from transformers import ContinuousBatchingConfig, GenerationConfig
 
-        config = GenerationConfig(do_sample=True, temperature=0.8, eos_token_id=sorted(self.stop_ids) or -1,
+        config = GenerationConfig(do_sample=True, temperature=0.8, **self.sampling, eos_token_id=sorted(self.stop_ids) or -1,
                                   pad_token_id=self._pad_id())  # fmt: skip
         batching = ContinuousBatchingConfig(per_request_processors=True, max_queue_size=0)
         if self.model.device.type == "cpu":
@@ -212,7 +214,7 @@ class TransformersText:
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
         def run() -> None:
-            sampling = {"do_sample": True, "temperature": options.temperature} if options.temperature > 0 else {"do_sample": False}
+            sampling = {"do_sample": True, "temperature": options.temperature, **self.sampling} if options.temperature > 0 else {"do_sample": False}
             try:
                 with self._lock, hf.RNG_LOCK if options.seed is not None else contextlib.nullcontext(), torch.inference_mode():
                     if options.seed is not None:
@@ -268,10 +270,11 @@ def load(config: BackendConfig) -> TransformersText:
         log.warning("%s has no chat template; prompts use plain 'role: text' lines", name)
     context = _context(model, tokenizer, config.options.get("context_tokens"))
     fraction = float(config.options.get("cache_fraction", 0.3))
-    return TransformersText(model, tokenizer, name, context, bool(config.options.get("batching", True)), fraction)
+    sampling = {key: (int if key == "top_k" else float)(config.options[key]) for key in ("top_p", "top_k") if key in config.options}
+    return TransformersText(model, tokenizer, name, context, bool(config.options.get("batching", True)), fraction, sampling)
 
 
 async def create(config: BackendConfig) -> TransformersText:
     """Factory for text `type: transformers` (options: context_tokens, batching)."""
-    hf.check_options(config.options, {"context_tokens", "batching", "cache_fraction"}, "transformers")
+    hf.check_options(config.options, {"context_tokens", "batching", "cache_fraction", "top_p", "top_k"}, "transformers")
     return await asyncio.to_thread(load, config)
