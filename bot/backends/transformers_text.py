@@ -270,7 +270,7 @@ def load(config: BackendConfig) -> TransformersText:
         log.warning("%s has no chat template; prompts use plain 'role: text' lines", name)
     context = _context(model, tokenizer, config.options.get("context_tokens"))
     fraction = float(config.options.get("cache_fraction", 0.3))
-    sampling = {key: (int if key == "top_k" else float)(config.options[key]) for key in ("top_p", "top_k") if key in config.options}
+    sampling: dict[str, float] = {key: (int if key == "top_k" else float)(config.options[key]) for key in ("top_p", "top_k") if key in config.options}
     return TransformersText(model, tokenizer, name, context, bool(config.options.get("batching", True)), fraction, sampling)
 
 
