@@ -95,6 +95,9 @@ class Encoder:
         try:
             import torch
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # "Loading weights" bars would land in the console chat
 
             self._torch = torch
             self.model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)

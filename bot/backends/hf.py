@@ -73,6 +73,9 @@ def hub_reachable() -> bool:
 
 def load_pretrained(loader: Any, source: Source, what: str, **kwargs: Any) -> Any:
     """`loader.from_pretrained(source)`: the local cache first, the hub only when allowed and reachable."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # progress bars on stderr are noise in a server's log
     try:
         return loader.from_pretrained(source.name, local_files_only=True, **kwargs)
     except OSError as error:  # transformers' way of saying "not here"
