@@ -23,6 +23,7 @@ EDIT_INTERVAL_S = 1.0
 PLACEHOLDER = "…"
 # Interaction tokens live 15 minutes; later posts go to the channel instead of the follow-up webhook.
 INTERACTION_TOKEN_S = 14 * 60
+INVALID_WEBHOOK_TOKEN = 50027  # Discord's code once an interaction's 15 minutes are over
 NO_PINGS = discord.AllowedMentions(everyone=False, roles=False, users=False, replied_user=False)
 BUTTON_LABELS = {"reroll": "Re-roll", "vary": "Variations", "cancel": "Cancel"}
 Reference = discord.Message | discord.MessageReference | discord.PartialMessage
@@ -102,6 +103,9 @@ class DiscordReply:
     def _typing(self) -> contextlib.AbstractAsyncContextManager[Any]:
         return self.channel.typing()
 
+    async def _edit(self, message: discord.Message, **fields: Any) -> None:
+        await message.edit(**fields)
+
     async def _post(self, text: str = "", **extra: Any) -> discord.Message:
         # Only the first message of an answer is a reply; follow-ups just continue below it.
         reference = self.reference if self.last is None else None
@@ -123,7 +127,7 @@ class DiscordReply:
         self._status_open = False
         if self._status is not None:
             with contextlib.suppress(discord.HTTPException):
-                await self._status.edit(view=None)
+                await self._edit(self._status, view=None)
 
     async def send(self, text: str) -> None:
         """Post text, split into messages of at most 2,000 characters."""
@@ -141,14 +145,14 @@ class DiscordReply:
             text += chunk
             if loop.time() - last_edit >= self.edit_interval and len(text) <= MESSAGE_LIMIT and text.strip():
                 shown = text
-                await message.edit(content=shown)
+                await self._edit(message, content=shown)
                 last_edit = loop.time()
         pieces = split_message(text, MESSAGE_LIMIT) or [PLACEHOLDER]
         if pieces[0] != shown:
             wait = self.edit_interval - (loop.time() - last_edit)
             if wait > 0:
                 await asyncio.sleep(wait)  # keep the cadence for the final edit too
-            await message.edit(content=pieces[0])
+            await self._edit(message, content=pieces[0])
         for piece in pieces[1:]:
             self._answer.append(await self._post(piece))
         return text
@@ -159,7 +163,7 @@ class DiscordReply:
         if not answer:
             await self.send(text)
             return
-        await answer[0].edit(content=split_message(text, MESSAGE_LIMIT)[0])
+        await self._edit(answer[0], content=split_message(text, MESSAGE_LIMIT)[0])
         for message in answer[1:]:
             with contextlib.suppress(discord.NotFound):
                 await message.delete()
@@ -200,7 +204,7 @@ class DiscordReply:
         if self._status is None:
             self._status = await self._post(text)
         elif now - self._last_progress >= self.edit_interval:  # Discord allows ~5 edits per 5 s per message
-            await self._status.edit(content=text)
+            await self._edit(self._status, content=text)
         else:
             return
         self._last_progress = now
@@ -227,6 +231,26 @@ class InteractionReply(DiscordReply):
         self.private_errors = private_errors
         self.private = private  # the deferral was ephemeral: every follow-up must be too
         self._started = time.monotonic()
+        self._token_refused = False
+
+    def _token_expired(self) -> bool:
+        return self._token_refused or time.monotonic() - self._started > INTERACTION_TOKEN_S
+
+    async def _edit(self, message: discord.Message, **fields: Any) -> None:
+        """Through the interaction's webhook while its token lives, then as an ordinary message of the bot's."""
+        if not self._token_expired():
+            try:
+                await message.edit(**fields)
+                return
+            except discord.HTTPException as error:
+                if error.code != INVALID_WEBHOOK_TOKEN:
+                    raise
+                self._token_refused = True
+        if self.private:
+            return  # an ephemeral message can only be edited with the token; leave it as it is
+        partial = getattr(self.channel, "get_partial_message", None)
+        if partial is not None:
+            await partial(message.id).edit(**fields)
 
     def _typing(self) -> contextlib.AbstractAsyncContextManager[Any]:
         return contextlib.nullcontext()  # the deferral already shows "thinking…"
@@ -235,13 +259,18 @@ class InteractionReply(DiscordReply):
         return self.interaction.filesize_limit  # Discord says, per interaction, what this place accepts
 
     async def _send(self, text: str, reference: Reference | None, **extra: Any) -> discord.Message:
-        if time.monotonic() - self._started > INTERACTION_TOKEN_S:
+        if self._token_expired():
             return await super()._send(text, None, **extra)
         extra = {key: value for key, value in extra.items() if value is not None}
         if self.private:
             extra["ephemeral"] = True
-        message = await self.interaction.followup.send(text or discord.utils.MISSING, wait=True, allowed_mentions=NO_PINGS, **extra)
-        return message
+        try:
+            return await self.interaction.followup.send(text or discord.utils.MISSING, wait=True, allowed_mentions=NO_PINGS, **extra)
+        except discord.HTTPException as error:
+            if error.code != INVALID_WEBHOOK_TOKEN or self.private:
+                raise
+            self._token_refused = True  # Discord's clock ran out before ours: post in the channel from now on
+            return await super()._send(text, None, **{k: v for k, v in extra.items() if k != "ephemeral"})
 
     async def error(self, text: str) -> None:
         """A refused or mistaken button press is told only to the person who pressed it."""

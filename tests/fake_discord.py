@@ -47,6 +47,7 @@ class FakeDiscord(LoopbackServer):
         self.identify_count = 0
         self.ready = asyncio.Event()
         self.interaction_channels: dict[str, int] = {}  # interaction token → its channel
+        self.expired_tokens: set[str] = set()  # tokens past their 15 minutes: the webhook answers 401 (50027)
         self.callbacks: list[dict[str, Any]] = []  # interaction responses, in order
         self.rate_limit_next: dict[str, float] = {}  # "POST /channels/200/messages" → retry_after seconds
         self._ids = itertools.count(10_000)
@@ -148,6 +149,8 @@ class FakeDiscord(LoopbackServer):
         if parts[0] == "interactions" and parts[-1] == "callback":
             return self._callback(parts[1], parts[2], body.get("json", {}))
         if parts[0] == "webhooks":
+            if parts[2] in self.expired_tokens:
+                return _json({"message": "Invalid Webhook Token", "code": 50027}, status=401)
             channel_id = self.interaction_channels.get(parts[2], 0)
             return self._message(request.method, channel_id, parts[4:] if len(parts) > 3 else [], body)
         if parts[0] == "channels" and parts[-1] == "threads" and request.method == "POST":

@@ -15,6 +15,7 @@ from tests.conftest import make_config, media_bot
 from tests.discord_harness import ALICE, Setup, connected, until
 from tests.discord_payloads import (
     ADMIN_ROLE,
+    CHANNEL_ID,
     GUILD_ID,
     interaction_payload,
     message_payload,
@@ -135,6 +136,30 @@ async def test_the_cancel_button_stops_a_running_job(tmp_path: Any, backend: Que
         await fake.interact(interaction_payload(8011, ALICE, button=custom_ids(status)[0], message=status))
         await until(lambda: any("Cancelled image job" in c.body.get("json", {}).get("content", "") for c in fake.followups("token-8009")))
         assert not any(files(c) for c in fake.calls)
+    await bot.close()
+
+
+async def test_a_job_outliving_its_interaction_token_is_finished_in_the_channel(
+    tmp_path: Any, backend: QueuedTextBackend, moderator: Moderator
+) -> None:
+    """Discord refuses an interaction's webhook after 15 minutes; progress, the result and buttons still arrive."""
+    gated = GatedImageBackend()
+    bot = await media_bot(make_config(tmp_path), backend, moderator, gated)
+    async with connected(bot, backend) as setup:
+        fake = setup.fake
+        await fake.interact(interaction_payload(8030, ALICE, command="imagine", options={"prompt": "a very slow sunset"}))
+        await until(gated.started.is_set)
+        await until(lambda: fake.followups("token-8030"))
+        status_id = int(next(m for m in fake.messages.values() if custom_ids(m) and custom_ids(m)[0].startswith("atelier:cancel:"))["id"])
+        fake.expired_tokens.add("token-8030")
+        try:
+            await until(lambda: fake.edits(CHANNEL_ID, status_id), timeout=10)  # progress now edits it as a channel message
+        finally:
+            gated.release.set()
+        await until(lambda: any(files(c) for c in fake.posts(CHANNEL_ID)), timeout=20)
+        await until(lambda: custom_ids(fake.messages[status_id]) == [])  # its cancel button still goes
+        [result] = [c for c in fake.posts(CHANNEL_ID) if files(c)]
+        assert files(result)[0].startswith("gated-") and custom_ids(result.body["json"])[0].startswith("atelier:reroll:")
     await bot.close()
 
 
