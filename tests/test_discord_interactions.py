@@ -121,15 +121,20 @@ async def test_only_the_requester_or_an_admin_may_press_the_buttons(drawing: Set
     await until(lambda: any(files(c) for c in fake.followups("token-8008")), timeout=20)
 
 
+async def running_job(fake: FakeDiscord, gated: GatedImageBackend, interaction_id: int) -> dict[str, Any]:
+    """Alice's /imagine, started and held by the gated backend: its status message (with the Cancel button)."""
+    await fake.interact(interaction_payload(interaction_id, ALICE, command="imagine", options={"prompt": "a slow sunset"}))
+    await until(gated.started.is_set)
+    await until(lambda: fake.followups(f"token-{interaction_id}"))
+    return next(m for m in fake.messages.values() if custom_ids(m) and custom_ids(m)[0].startswith("atelier:cancel:"))
+
+
 async def test_the_cancel_button_stops_a_running_job(tmp_path: Any, backend: QueuedTextBackend, moderator: Moderator) -> None:
     gated = GatedImageBackend()
     bot = await media_bot(make_config(tmp_path), backend, moderator, gated)
     async with connected(bot, backend) as setup:
         fake = setup.fake
-        await fake.interact(interaction_payload(8009, ALICE, command="imagine", options={"prompt": "a slow sunset"}))
-        await until(gated.started.is_set)
-        await until(lambda: fake.followups("token-8009"))
-        status = next(m for m in fake.messages.values() if custom_ids(m) and custom_ids(m)[0].startswith("atelier:cancel:"))
+        status = await running_job(fake, gated, 8009)
         await fake.interact(interaction_payload(8010, BOB, button=custom_ids(status)[0], message=status))
         await until(lambda: fake.followups("token-8010"))  # Bob may not cancel Alice's job
         assert "someone else's" in fake.followups("token-8010")[0].body["json"]["content"]
@@ -147,10 +152,7 @@ async def test_a_job_outliving_its_interaction_token_is_finished_in_the_channel(
     bot = await media_bot(make_config(tmp_path), backend, moderator, gated)
     async with connected(bot, backend) as setup:
         fake = setup.fake
-        await fake.interact(interaction_payload(8030, ALICE, command="imagine", options={"prompt": "a very slow sunset"}))
-        await until(gated.started.is_set)
-        await until(lambda: fake.followups("token-8030"))
-        status_id = int(next(m for m in fake.messages.values() if custom_ids(m) and custom_ids(m)[0].startswith("atelier:cancel:"))["id"])
+        status_id = int((await running_job(fake, gated, 8030))["id"])
         fake.expired_tokens.add("token-8030")
         try:
             await until(lambda: fake.edits(CHANNEL_ID, status_id), timeout=10)  # progress now edits it as a channel message
