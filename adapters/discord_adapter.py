@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import itertools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 THREAD_NAME_CHARS = 90
+MAX_REMEMBERED_ROOTS = 100_000
+
+
+async def _fetch(channel: discord.abc.Messageable, message_id: int) -> discord.Message | None:
+    """A message of `channel`, or None when it was deleted or the bot may not read it."""
+    try:
+        return await channel.fetch_message(message_id)
+    except discord.HTTPException:
+        return None
 
 
 class AtelierClient(discord.Client):
@@ -112,9 +123,16 @@ class DiscordAdapter:
 
         def remember(posted: int) -> None:
             if root is not None:
-                self.roots[posted] = root
+                self._note_root(posted, root)
 
         return remember
+
+    def _note_root(self, message_id: int, root: int) -> None:
+        """Remember a message's chain, forgetting the oldest beyond a bound (older chains are walked through Discord)."""
+        self.roots[message_id] = root
+        if len(self.roots) > MAX_REMEMBERED_ROOTS:
+            for old in list(itertools.islice(self.roots, len(self.roots) - MAX_REMEMBERED_ROOTS // 2)):
+                del self.roots[old]
 
     # --- messages ------------------------------------------------------------------------
 
@@ -125,8 +143,8 @@ class DiscordAdapter:
             return
         if not is_allowed(message.channel, message.author, self.settings.allow, self.settings.deny):
             return
-        root = chain_root(message, self.roots)
-        self.roots[message.id] = root
+        root = await chain_root(message, self.roots, functools.partial(_fetch, message.channel))
+        self._note_root(message.id, root)
         incoming = to_message(message, me.id, root)
         reply = DiscordReply(message.channel, message, self._remember(root), self.edit_interval)
         if self._opens_thread(message, root):

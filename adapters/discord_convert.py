@@ -1,9 +1,9 @@
-"""Pure translation between discord.py objects and Atelier's types (no network, no client)."""
+"""Translation between discord.py objects and Atelier's types (the network only through a given fetch)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from typing import Any
 
 import discord
@@ -13,6 +13,9 @@ from bot.messages import Attachment, Author, ConversationKey, Message
 
 PLATFORM = "discord"
 MESSAGE_LIMIT = 2000
+MAX_CHAIN_HOPS = 50  # how far back a reply chain is walked to find where it started
+# A message of the same channel by id, or None when it is gone or hidden.
+Fetch = Callable[[int], Awaitable["discord.Message | None"]]
 
 
 def clean_content(content: str, bot_id: int) -> str:
@@ -42,12 +45,27 @@ def addressed_to_bot(message: discord.Message, bot_id: int, bot_threads: Contain
     return isinstance(channel, discord.Thread) and (channel.id in bot_threads or channel.owner_id == bot_id)
 
 
-def chain_root(message: discord.Message, roots: Mapping[int, int]) -> int:
-    """The first message of the reply chain this message belongs to (itself when it starts one)."""
+async def chain_root(message: discord.Message, roots: Mapping[int, int], fetch: Fetch) -> int:
+    """The first message of the reply chain this message belongs to (itself when it starts one).
+
+    Messages seen since start-up answer at once; otherwise (after a restart) the chain is walked
+    back through Discord, so a reply to an old answer still continues its conversation.
+    """
     reference = message.reference
     if reference is None or reference.message_id is None:
         return message.id
-    return roots.get(reference.message_id, reference.message_id)
+    current = reference.message_id
+    resolved = reference.resolved if isinstance(reference.resolved, discord.Message) else None
+    for _ in range(MAX_CHAIN_HOPS):
+        if current in roots:
+            return roots[current]
+        parent = resolved if resolved is not None and resolved.id == current else await fetch(current)
+        resolved = None
+        above = parent.reference.message_id if parent is not None and parent.reference is not None else None
+        if above is None:
+            return current
+        current = above
+    return current
 
 
 def conversation_key(message: discord.Message, root: int) -> ConversationKey:

@@ -47,6 +47,7 @@ class FakeDiscord(LoopbackServer):
         self.identify_count = 0
         self.ready = asyncio.Event()
         self.interaction_channels: dict[str, int] = {}  # interaction token → its channel
+        self.posted_by_users: dict[int, dict[str, Any]] = {}  # messages people sent (by id), for GET
         self.expired_tokens: set[str] = set()  # tokens past their 15 minutes: the webhook answers 401 (50027)
         self.callbacks: list[dict[str, Any]] = []  # interaction responses, in order
         self.rate_limit_next: dict[str, float] = {}  # "POST /channels/200/messages" → retry_after seconds
@@ -73,7 +74,9 @@ class FakeDiscord(LoopbackServer):
     # --- gateway -------------------------------------------------------------------------
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a gateway event to the bot."""
+        """Send a gateway event to the bot (a created message is also kept, so the bot can fetch it later)."""
+        if event == "MESSAGE_CREATE":
+            self.posted_by_users[int(data["id"])] = data
         payload = {"op": 0, "t": event, "s": next(self._seq), "d": data}
         for socket in self.sockets:
             await socket.send_str(json.dumps(payload))
@@ -175,6 +178,9 @@ class FakeDiscord(LoopbackServer):
                 **({"message_reference": reference} if reference else {}),
             }  # fmt: skip
             return _json(self.messages[message_id])
+        if method == "GET" and len(rest) == 1:
+            found = self.messages.get(int(rest[0])) or self.posted_by_users.get(int(rest[0]))
+            return _json(found) if found is not None else _json({"message": "Unknown Message", "code": 10008}, status=404)
         if method == "PATCH" and len(rest) == 1:
             stored = self.messages[int(rest[0])]
             for key in ("content", "components"):

@@ -105,6 +105,22 @@ async def test_a_reply_to_the_bot_continues_the_conversation(discord_bot: Setup)
     assert "capital of France?" in str(backend.prompts[1]) and "Paris is the capital" in str(backend.prompts[1])
 
 
+async def test_after_a_restart_a_reply_to_an_old_answer_still_continues_it(discord_bot: Setup) -> None:
+    fake, backend = discord_bot.fake, discord_bot.backend
+    backend.queue("Paris is the capital of France.", "It has about two million people.", "Roughly 105 square kilometres.")
+    await fake.dispatch("MESSAGE_CREATE", message_payload(30, f"<@{BOT_ID}> capital of France?", ALICE, mentions=[ATELIER]))
+    await until(lambda: any(m["content"].startswith("Paris") for m in fake.messages.values()))
+    answer = next(m for m in fake.messages.values() if m["content"].startswith("Paris"))
+    await fake.dispatch("MESSAGE_CREATE", message_payload(31, "how many live there?", ALICE, reply_to=answer))
+    await until(lambda: any(m["content"].startswith("It has") for m in fake.messages.values()))
+    second = next(m for m in fake.messages.values() if m["content"].startswith("It has"))
+    discord_bot.adapter.roots.clear()  # what a restart forgets
+    await fake.dispatch("MESSAGE_CREATE", message_payload(32, "and how big is it?", ALICE, reply_to=second))
+    await until(lambda: len(backend.prompts) == 3)
+    assert "capital of France?" in str(backend.prompts[2]) and "how many live there?" in str(backend.prompts[2])
+    assert any(c.method == "GET" and c.path.startswith(f"/channels/{CHANNEL_ID}/messages/") for c in fake.calls)
+
+
 async def test_a_thread_the_bot_opened_is_one_conversation_without_mentions(discord_bot: Setup) -> None:
     fake, backend = discord_bot.fake, discord_bot.backend
     backend.queue("Noted: your cat is called Miso.")

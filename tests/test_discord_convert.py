@@ -56,21 +56,26 @@ def test_who_the_bot_answers(world: World, payload: dict, answer: bool) -> None:
     assert addressed_to_bot(world.message(payload), BOT_ID, {THREAD_ID}) is answer
 
 
-def test_a_mention_becomes_a_message_in_a_new_reply_chain(world: World) -> None:
+async def nothing(message_id: int) -> None:
+    """A fetch that finds no message (as if it were deleted)."""
+
+
+async def test_a_mention_becomes_a_message_in_a_new_reply_chain(world: World) -> None:
     payload = message_payload(41, f"<@{BOT_ID}> draw <@7> as a knight", ALICE, mentions=[ATELIER, BOB])
-    message = to_message(world.message(payload), BOT_ID, chain_root(world.message(payload), {}))
+    message = to_message(world.message(payload), BOT_ID, await chain_root(world.message(payload), {}, nothing))
     assert message.text == "draw <@7> as a knight"
     assert str(message.conversation) == f"discord:{GUILD_ID}:{CHANNEL_ID}:chain:41"
     assert message.mentions == ("Bob",) and message.author.name == "Alice" and not message.author.is_admin
     assert message.conversation.scope == f"discord:{GUILD_ID}" and not message.is_dm and not message.nsfw
 
 
-def test_a_reply_to_the_bot_continues_the_chain(world: World) -> None:
+async def test_a_reply_to_the_bot_continues_the_chain(world: World) -> None:
     bot_answer = message_payload(50, "an answer", ATELIER)
     reply = world.message(message_payload(51, "and then?", ALICE, reply_to=bot_answer))
-    root = chain_root(reply, {50: 41})
+    root = await chain_root(reply, {50: 41}, nothing)
     assert root == 41
     assert to_message(reply, BOT_ID, root).conversation.thread == "chain:41"
+    assert await chain_root(reply, {}, nothing) == 50  # unknown and gone: the chain starts at what it answers
 
 
 def test_threads_dms_and_nsfw_channels(world: World) -> None:
