@@ -59,9 +59,11 @@ def check_options(options: dict[str, Any], known: set[str], type_name: str) -> N
 
 
 def hub_reachable() -> bool:
-    """Whether the model hub accepts a connection within a few seconds."""
+    """Whether the model hub accepts a connection within a few seconds (assumed behind a proxy, which we cannot probe)."""
     from huggingface_hub import constants
 
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
     parts = urlsplit(constants.ENDPOINT)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
