@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 # Messages prepared (store, moderation) at once; the rest wait their turn in arrival order.
 ADMISSION_LIMIT = 16
-EMBEDDED = {"markov", "procedural", "algorithmic"}
 
 
 def _recent_user_turns(history: Sequence[StoredTurn], user_key: str, count: int) -> list[str]:
@@ -315,7 +314,7 @@ class Bot:
             return
         self._fallback_noticed.add(where)
         stands_in = {"text": "model answers", "image": "generator draws", "music": "composer plays"}.get(kind, "backend works")
-        instead = f"the simple offline {status.active} {stands_in}" if status.active in EMBEDDED else f"{status.active} stands in"
+        instead = f"the simple offline {status.active} {stands_in}" if status.active in registry.EMBEDDED else f"{status.active} stands in"
         await reply.send(f"Note: the configured {kind} model ({status.configured}) is not available, so {instead} for now; /status has details.")
 
     # --- what commands need --------------------------------------------------------------

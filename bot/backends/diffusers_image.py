@@ -122,9 +122,7 @@ def load(config: BackendConfig) -> DiffusersImage:
     """Load the pipeline (blocking: call it off the event loop)."""
     from diffusers import DiffusionPipeline
 
-    source = hf.source_for(config.model, "diffusers image")
-    device = hf.pick_device(config.device)
-    dtype = hf.pick_dtype(config.dtype, device)
+    source, device, dtype = hf.placement(config, "diffusers image")
     pipeline = hf.load_pretrained(DiffusionPipeline, source, "diffusers pipeline", torch_dtype=dtype)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)

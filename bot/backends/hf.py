@@ -96,13 +96,18 @@ def load_pretrained(loader: Any, source: Source, what: str, **kwargs: Any) -> An
         raise BackendLoadError(f"could not download {source.name} ({_first_line(error)})") from None
 
 
+def placement(config: Any, kind: str) -> tuple[Source, str, Any]:
+    """Where a backend's model comes from, and the device and dtype it runs in."""
+    source = source_for(config.model, kind)
+    device = pick_device(config.device)
+    return source, device, pick_dtype(config.dtype, device)
+
+
 def load_with_tokenizer(config: Any, kind: str, model_class: Any, what: str) -> tuple[str, Any, Any]:
     """(name, tokenizer, model) for a transformers model: resolved, on its device and dtype, in eval mode (blocking)."""
     from transformers import AutoTokenizer
 
-    source = source_for(config.model, kind)
-    device = pick_device(config.device)
-    dtype = pick_dtype(config.dtype, device)
+    source, device, dtype = placement(config, kind)
     tokenizer = load_pretrained(AutoTokenizer, source, "tokenizer")
     model = load_pretrained(model_class, source, what, dtype=dtype)
     model.to(device).eval()

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 Kind = Literal["text", "image", "music"]
 Factory = Callable[[BackendConfig], Awaitable[Any]]
 
+# The offline, CPU-only backends that ship with Atelier (the usual fallbacks).
+EMBEDDED = frozenset({"markov", "procedural", "algorithmic"})
 # Imported lazily so a bot that never uses a heavy backend never imports torch for it.
 BUILTIN: dict[tuple[str, str], str] = {
     ("text", "markov"): "bot.backends.markov:create",
