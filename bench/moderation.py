@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -19,6 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from moderation import Moderator
+from moderation.classifier import load_exemplars
 
 DEFAULT_EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "moderation" / "dev.jsonl"
 _LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
@@ -97,6 +99,25 @@ async def accuracy(moderator: Moderator, rows: list[dict[str, Any]]) -> dict[str
     return report
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def contamination(rows: list[dict[str, Any]], overlap: float = 0.8) -> dict[str, Any]:
+    """Exemplars that (nearly) repeat an evaluation prompt: word-set overlap at or above `overlap`.
+
+    The exemplars must be our own words; a near-copy would make the figures above flatter us.
+    """
+    evaluation = [(row["text"], _words(row["text"])) for row in rows]
+    copies = []
+    for text in load_exemplars().texts:
+        words = _words(text)
+        for prompt, prompt_words in evaluation:
+            if len(words & prompt_words) / max(len(words | prompt_words), 1) >= overlap:
+                copies.append({"exemplar": text, "eval": prompt})
+    return {"overlap_at_least": overlap, "near_copies": len(copies), "examples": copies[:10]}
+
+
 async def speed(moderator: Moderator, texts: list[str]) -> dict[str, Any]:
     """Single-message latency (one at a time) and batched throughput (many at once)."""
     for text in texts[:10]:
@@ -140,6 +161,7 @@ async def main() -> None:
         if args.limit:
             rows = random.Random(0).sample(rows, min(args.limit, len(rows)))
         out["eval"] = await accuracy(moderator, rows)
+        out["contamination"] = contamination(rows)
         texts = [row["text"] for row in rows]
     else:
         out["eval"] = f"no evaluation set at {args.eval}; accuracy not measured"

@@ -180,7 +180,7 @@ class Moderator:
             return "moderation: disabled in config"
         if self.classifier is None:
             return f"moderation: NOT RUNNING, so generation is refused ({self.problem or 'model not loaded'})"
-        return f"moderation: {self.classifier.encoder.name} classifier, {len(self.classifier.head.labels)} labels"
+        return f"moderation: {self.classifier.encoder.name} classifier, {len(self.classifier.labels)} labels, top layers tuned on our exemplars"
 
     async def close(self) -> None:
         """Stop the batching worker; later checks are refused as "not available"."""

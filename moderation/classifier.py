@@ -1,9 +1,8 @@
-"""Embedding classifier: all-MiniLM-L6-v2 sentence embeddings and a logistic-regression head per label."""
+"""Request classifier: all-MiniLM-L6-v2 with its top layers tuned on our exemplars, one probability per label."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -13,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
+
+from moderation.tuning import TUNED_LAYERS, TunedTop, train_top
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ LABELS = (
     "violence", "weapons", "crime", "harassment", "hate", "privacy", "self_harm",
 )  # fmt: skip
 MAX_TOKENS = 128
-HEAD_VERSION = 2  # bump when the training recipe changes, so cached heads are rebuilt
+HEAD_VERSION = 3  # bump when the training recipe changes, so cached models are rebuilt
 
 
 class ClassifierLoadError(RuntimeError):
@@ -43,7 +43,7 @@ def default_model_path() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """Where trained heads are cached between runs."""
+    """Where tuned models are cached between runs."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "atelier"
 
@@ -56,7 +56,7 @@ class Exemplars:
     labels: tuple[str, ...]
 
     def digest(self) -> str:
-        """A stable hash of the examples, naming the cached head trained from them."""
+        """A stable hash of the examples, naming the cached model tuned on them."""
         hasher = hashlib.sha256(f"v{HEAD_VERSION}".encode())
         for text, label in zip(self.texts, self.labels, strict=True):
             hasher.update(f"{label}\t{text}\n".encode())
@@ -85,10 +85,10 @@ def load_exemplars(directory: Path = EXEMPLARS_DIR, extra: Mapping[str, Sequence
 
 
 class Encoder:
-    """Sentence embeddings (mean-pooled, unit length) from a local sentence-transformers folder.
+    """MiniLM's lower layers, frozen: token states for the tuned top to read.
 
-    Calls the model's forward directly: `SentenceTransformer.encode` adds ~10 ms of bookkeeping
-    per call, more than the model itself spends on one short message.
+    Runs the transformer directly: `SentenceTransformer.encode` adds ~10 ms of bookkeeping per
+    call, more than the model itself spends on one short message.
     """
 
     def __init__(self, model_path: Path) -> None:
@@ -105,106 +105,91 @@ class Encoder:
             raise ClassifierLoadError(f"could not load the embedding model at {model_path}: {error}") from error
         self.model.max_seq_length = MAX_TOKENS
         self.model.eval()
+        bert = self.model[0].auto_model
+        keep = len(bert.encoder.layer) - TUNED_LAYERS
+        # The original top layers are what training starts from; the encoder itself stops below them.
+        self.top_layers = torch.nn.ModuleList(list(bert.encoder.layer[keep:]))
+        bert.encoder.layer = bert.encoder.layer[:keep]
+        self._bert = bert
+        self.dim = int(bert.config.hidden_size)
         self.name = model_path.name if model_path.name != "model" else model_path.parent.name
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Embeddings of `texts` as a (n, dim) float32 array; runs on the calling thread."""
-        chunks = []
-        with self._lock, self._torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                features = self.model.preprocess(list(texts[start : start + batch_size]))
-                output = self.model(features)["sentence_embedding"]
-                chunks.append(output.float().numpy())
-        return np.concatenate(chunks) if chunks else np.zeros((0, 384), dtype=np.float32)
+    def lower_states(self, texts: Sequence[str]) -> tuple[Any, Any]:
+        """Padded (n, tokens, dim) states below the tuned layers and the (n, tokens) mask."""
+        features = self.model.preprocess(list(texts))
+        inputs = {key: features[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in features}
+        with self._torch.no_grad():  # not inference_mode: training reuses these states under autograd
+            states = self._bert(**inputs).last_hidden_state
+        return states, features["attention_mask"]
 
-
-@dataclass(frozen=True)
-class Head:
-    """A multinomial logistic regression over the embedding: one weight row per label."""
-
-    labels: tuple[str, ...]
-    weights: np.ndarray  # (labels, dim)
-    bias: np.ndarray  # (labels,)
-
-    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
-        """(n, labels) class probabilities."""
-        logits = embeddings @ self.weights.T + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
-
-    def save(self, path: Path) -> None:
-        """Write the head atomically to `path` (.npz)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A unique temporary name: the bot and the CLI may train at the same time.
-        handle, partial = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, weights=self.weights, bias=self.bias, labels=np.array(json.dumps(self.labels)))
-        Path(partial).replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> Head:
-        """Read a head written by `save`."""
-        with np.load(path) as data:
-            return cls(tuple(json.loads(str(data["labels"]))), data["weights"], data["bias"])
-
-
-def train_head(embeddings: np.ndarray, labels: Sequence[str], regularisation: float = 2.0) -> Head:
-    """Fit the logistic-regression head.
-
-    Classes are weighted by the square root of their rarity: fully balanced weights made the
-    fourteen small harmful labels outvote "none" and refused many harmless look-alikes; no
-    weighting missed too many harmful requests.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    names, counts = np.unique(np.asarray(labels), return_counts=True)
-    weights = {str(name): float(np.sqrt(len(labels) / (len(names) * count))) for name, count in zip(names, counts, strict=True)}
-    model = LogisticRegression(C=regularisation, max_iter=3000, class_weight=weights)
-    model.fit(embeddings, list(labels))
-    classes = tuple(str(label) for label in model.classes_)
-    return Head(classes, model.coef_.astype(np.float32), model.intercept_.astype(np.float32))
+    def exemplar_states(self, texts: Sequence[str], batch_size: int = 64) -> list[Any]:
+        """Unpadded states per text, for training (shortest first, so batches carry little padding)."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        found: dict[int, Any] = {}
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            states, mask = self.lower_states([texts[i] for i in chunk])
+            for row, index in enumerate(chunk):
+                found[index] = states[row, : int(mask[row].sum())].clone()
+        return [found[i] for i in range(len(texts))]
 
 
 class Classifier:
-    """Encoder plus head: text in, a probability per label out."""
+    """Frozen lower layers plus the tuned top: text in, a probability per label out."""
 
-    def __init__(self, encoder: Encoder, head: Head) -> None:
+    def __init__(self, encoder: Encoder, top: TunedTop) -> None:
         self.encoder = encoder
-        self.head = head
+        self.top = top
+        self.labels = top.labels
 
     @classmethod
     def build(
         cls, model_path: Path | None = None, cache_dir: Path | None = None, extra: Mapping[str, Sequence[str]] | None = None
     ) -> Classifier:
-        """Load the model and a head trained on the exemplars (from the cache when it is current)."""
+        """Load the model and a top tuned on the exemplars (from the cache when it is current)."""
         encoder = _encoder(model_path or default_model_path())
         exemplars = load_exemplars(extra=extra)
-        cache_path = (cache_dir or default_cache_dir()) / f"moderation-head-{encoder.name}-{exemplars.digest()}.npz"
+        cache_path = (cache_dir or default_cache_dir()) / f"moderation-top-{encoder.name}-{exemplars.digest()}.pt"
         built = _BUILT.get(cache_path)
         if built is not None:
             return built
         if cache_path.exists():
             try:
-                built = _BUILT[cache_path] = cls(encoder, Head.load(cache_path))
+                built = _BUILT[cache_path] = cls(encoder, TunedTop.load(cache_path, encoder.top_layers, encoder.dim))
                 return built
             except Exception as error:  # a damaged cache is only a cache: retrain rather than stop moderating
-                log.warning("the cached moderation head %s is unreadable (%s); retraining", cache_path, error)
+                log.warning("the cached moderation model %s is unreadable (%s); retraining", cache_path, error)
                 cache_path.unlink(missing_ok=True)
-        log.info("training the moderation head on %d exemplars (cached afterwards)", len(exemplars.texts))
-        head = train_head(encoder.encode(exemplars.texts), exemplars.labels)
+        log.info("tuning the moderation model on %d exemplars (about two minutes; cached afterwards)", len(exemplars.texts))
+        with encoder.lock:
+            states = encoder.exemplar_states(exemplars.texts)
+            top = train_top(states, list(exemplars.labels), encoder.top_layers, encoder.dim)
         try:
-            head.save(cache_path)
+            _save_atomically(top, cache_path)
         except OSError as error:
-            log.warning("could not cache the moderation head at %s: %s", cache_path, error)
-        built = _BUILT[cache_path] = cls(encoder, head)
+            log.warning("could not cache the moderation model at %s: %s", cache_path, error)
+        built = _BUILT[cache_path] = cls(encoder, top)
         return built
 
-    def classify(self, normalized_texts: Sequence[str]) -> list[dict[str, float]]:
-        """A {label: probability} map per (already normalised) text."""
-        probabilities = self.head.probabilities(self.encoder.encode(normalized_texts))
-        return [dict(zip(self.head.labels, (float(p) for p in row), strict=True)) for row in probabilities]
+    def classify(self, normalized_texts: Sequence[str], batch_size: int = 64) -> list[dict[str, float]]:
+        """A {label: probability} map per (already normalised) text; runs on the calling thread."""
+        rows: list[dict[str, float]] = []
+        with self.encoder.lock:
+            for start in range(0, len(normalized_texts), batch_size):
+                states, mask = self.encoder.lower_states(normalized_texts[start : start + batch_size])
+                for probabilities in self.top.probabilities(states, mask):
+                    rows.append(dict(zip(self.labels, (float(p) for p in probabilities), strict=True)))
+        return rows
+
+
+def _save_atomically(top: TunedTop, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique temporary name: the bot and the CLI may train at the same time.
+    handle, partial = tempfile.mkstemp(suffix=".pt", dir=path.parent)
+    os.close(handle)
+    top.save(Path(partial))
+    Path(partial).replace(path)
 
 
 _ENCODERS: dict[Path, Encoder] = {}

@@ -15,6 +15,7 @@ from moderation.normalize import normalize
 
 TargetKind = Literal["member", "public_figure", "private_person", "pictured_person", "named_person"]
 FIGURES_FILE = Path(__file__).with_name("public_figures.yaml")
+FICTION_FILE = Path(__file__).with_name("fictional.yaml")
 
 # Discord <@123>, <@!123>; Slack <@U123ABC> or <@U123ABC|name>.
 _MENTION = re.compile(r"<@!?([A-Z0-9]+)(?:\|([^>]+))?>")
@@ -24,7 +25,9 @@ _RELATION = (
     r"teacher|professor|tutor|student|coach|teammate|neighbou?r|landlord|landlady|roommate|flatmate|housemate|"
     r"friend|best friend|bestie|sister|brother|step-?sister|step-?brother|step-?mom|step-?mother|mom|mum|mother|"
     r"dad|father|aunt|uncle|cousin|niece|nephew|daughter|son|mother-in-law|sister-in-law|babysitter|nanny|"
-    r"doctor|nurse|therapist|pastor|priest|barista|cashier|waitress|waiter|secretary|assistant|client|customer"
+    r"doctor|nurse|therapist|pastor|priest|barista|cashier|waitress|waiter|secretary|assistant|client|customer|"
+    r"mentor|mentee|gardener|tenant|servant|maid|cleaner|housekeeper|chauffeur|pupil|patient|subordinate|supervisor|"
+    r"employer|grandma|grandmother|grandpa|grandfather|stepdad|stepfather"
 )
 # "my coworker", not "my son's bedroom" (the person is not what is depicted there).
 _RELATIVE = re.compile(rf"\b(?:my|our)\s+(?:\w+\s+)?(?:{_RELATION})\b(?!'s|’s)")
@@ -108,6 +111,74 @@ def public_figure(normalized: str) -> str | None:
         return None
     alias = re.sub(r"(?:'s|’s)$", "", match.group(0))
     return figures.names.get(alias, alias)
+
+
+@cache
+def _fiction(path: Path = FICTION_FILE) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+
+    def alternation(names: list[str]) -> str:
+        spelled = sorted({normalize(str(name)) for name in names}, key=len, reverse=True)
+        return "|".join(re.escape(name) for name in spelled if name)
+
+    characters = re.compile(rf"(?<!\w)(?:{alternation(data['characters'])})(?:'s|’s)?(?!\w)")
+    # "in Minecraft", "in the game Elden Ring", "playing chess" — not "like in ..." (a real copy of a scene).
+    works = re.compile(
+        rf"(?<!like )(?<!as )\b(?:in|on|playing|while playing|inside)\s+(?:the\s+game\s+|a\s+game\s+of\s+)?"
+        rf"(?:{alternation(data['works'])})(?!\w)"
+    )
+    return characters, works
+
+
+_GAME_WORDS = re.compile(
+    r"\b(?:in|inside) (?:a|the|my|this|that|an) (?:video ?game|computer game|board game|online game|card game|"
+    r"tabletop game|mmo|rpg|game)\b|\bin[- ]game\b|\bin (?:my|our|a) (?:d&d|dnd) (?:campaign|session)\b"
+)
+# Real life overrides a game setting: "not in minecraft, in real life".
+_REAL_LIFE = re.compile(r"\b(?:real life|irl|in reality|for real|real world|actual (?:person|people)|not (?:just )?in)\b")
+
+
+# Special-category data and identifiers (health, beliefs, orientation, status, money, records).
+_SENSITIVE = (
+    r"(?:sexual )?orientation|sexuality|religion|religious (?:beliefs|views)|faith|political (?:affiliation|views|party|leanings)|"
+    r"immigration status|visa status|citizenship(?: status)?|legal status|(?:mental )?health (?:history|records|condition|issues|problems)|"
+    r"medical (?:records|history|condition|file|chart|results)|diagnosis|therapy notes|prescriptions?|hiv status|"
+    r"salary|income|earnings|pay|bank (?:balance|details|account(?: number)?)|credit card(?: number| details)?|"
+    r"marital status|relationship status|criminal record|arrest record|birth certificate|social security number|ssn|"
+    r"passport(?: number)?|union membership|browsing history|search history|passwords?"
+)
+_SEEKING = (
+    r"(?:what(?:'s| is| are| was)|where(?:'s| is| can i)|find|look up|tell me|reveal|show me|get me|give me|"
+    r"(?:how|where) (?:can|do|could|would) i (?:find|get|see|access|learn|know|figure out|discover|check|obtain|dig up)|"
+    r"i (?:want|need) to (?:know|find|see|get|access)|can you (?:find|tell|get|look up|dig up)|is there a way to (?:find|see|get|access))"
+)
+_RELATION_OR_DATE = rf"(?:{_RELATION}|date)"
+_PRIVATE_DETAILS = re.compile(
+    rf"^{_SEEKING}\b.*\b(?:my|our)\s+(?:\w+\s+)?{_RELATION_OR_DATE}(?:'s|’s)\s+(?:\w+\s+){{0,2}}(?:{_SENSITIVE})\b|"
+    rf"^{_SEEKING}\b.*\b(?:{_SENSITIVE}) of my\s+(?:\w+\s+)?{_RELATION_OR_DATE}\b|"
+    rf"^(?:is|are) my\s+(?:\w+\s+)?{_RELATION_OR_DATE}s?\s+(?:secretly\s+)?(?:gay|lesbian|bi|bisexual|trans|transgender|"
+    rf"undocumented|an? (?:illegal|immigrant)|a member of (?:a|the) (?:\w+\s+)?union|in a union|a union member|hiv positive|in therapy|"
+    rf"on (?:medication|antidepressants))\b|"
+    rf"^(?:exactly )?how much (?:money )?(?:does|do) my\s+(?:\w+\s+)?{_RELATION_OR_DATE}s? (?:earn|make|get paid)\b"
+)
+
+
+def seeks_private_details(normalized: str) -> bool:
+    """Asks what a particular private person's sensitive details are ("what is my teacher's religion")."""
+    return _PRIVATE_DETAILS.search(normalized.strip()) is not None
+
+
+def fictional_character(normalized: str) -> str | None:
+    """The first well-known fictional character the (normalised) text names, if any."""
+    match = _fiction()[0].search(normalized)
+    return None if match is None else re.sub(r"(?:'s|’s)$", "", match.group(0))
+
+
+def game_setting(normalized: str) -> bool:
+    """The request is about play inside a game (a named video or board game), not the real world."""
+    if _REAL_LIFE.search(normalized):
+        return False
+    return bool(_fiction()[1].search(normalized) or _GAME_WORDS.search(normalized))
 
 
 def _full_name(original: str) -> str | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from moderation.normalize import normalize
-from moderation.persons import Target
+from moderation.persons import Target, fictional_character, game_setting, seeks_private_details
 
 Action = Literal["allow", "block"]
 Kind = Literal["chat", "image", "music", "output"]
@@ -33,6 +33,10 @@ OUTPUT_THRESHOLD = 0.9
 OUTPUT_LABELS = frozenset(
     {"weapons", "cyber", "crime", "violence", "self_harm", "hate", "fraud", "harassment", "privacy", "sexual"}
 )
+# Labels that are play inside a game ("kill the boss in Elden Ring", "rob the bank in GTA").
+GAME_LABELS = frozenset({"violence", "weapons", "crime"})
+# Labels that do not apply to a fictional character's "private" details.
+FICTION_LABELS = frozenset({"privacy", "harassment"})
 # In an opted-in NSFW channel, cues that a realistic explicit picture shows a particular person.
 _SOMEONE_CUES = re.compile(
     r"\b(?:from|at|in) (?:work|accounting|the office|school|college|class|my \w+|the gym|next door)\b|"
@@ -211,6 +215,14 @@ def judge(
     label, score = harm if harm is not None else ("none", 1.0 - probabilities.get("none", 1.0))
     if label == "minors":
         return Finding("minors", "minors", score)
+    if kind != "output":
+        if seeks_private_details(request):
+            return Finding("harassment", "privacy", max(score, 0.8))
+        if label in GAME_LABELS and game_setting(request):
+            return None
+        fictional = label in FICTION_LABELS and fictional_character(request) is not None
+        if fictional and (target is None or target.kind not in ("member", "public_figure")):
+            return None
     if kind == "output":
         if label == "sexual" and nsfw and policy.allow_nsfw:
             return None
