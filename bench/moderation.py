@@ -99,6 +99,22 @@ async def accuracy(moderator: Moderator, rows: list[dict[str, Any]]) -> dict[str
     return report
 
 
+async def benign_chat(moderator: Moderator) -> dict[str, Any]:
+    """False alarms on friendly chat the classifier never saw: the markov backend's starter corpus,
+    line by line and four random lines joined (as people write longer messages)."""
+    from bot.backends import markov
+
+    lines = [line for line in markov.starter_corpus().splitlines() if line.strip()]
+    generator = random.Random(0)
+    joined = [" ".join(generator.sample(lines, 4)) for _ in range(300)]
+    report: dict[str, Any] = {}
+    for name, texts in (("lines", lines), ("joined_4", joined)):
+        results = await verdicts(moderator, texts)
+        blocked = [(text, v.category) for text, v in zip(texts, results, strict=True) if v.blocked]
+        report[name] = {"n": len(texts), "fpr": round(len(blocked) / len(texts), 3), "as": dict(Counter(c for _, c in blocked))}
+    return report
+
+
 def _words(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"[a-z0-9']+", text.lower()))
 
@@ -166,6 +182,7 @@ async def main() -> None:
     else:
         out["eval"] = f"no evaluation set at {args.eval}; accuracy not measured"
         texts = ["a watercolor fox in the snow", "how do I kill a python process?", "make a song about summer"]
+    out["benign_chat"] = await benign_chat(moderator)
     if not args.skip_speed:
         out["speed"] = await speed(moderator, texts)
     await moderator.close()

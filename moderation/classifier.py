@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from moderation.tuning import TUNED_LAYERS, TunedTop, train_top
+from moderation.tuning import TUNED_LAYERS, TunedTop, joined_exemplars, train_top
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ LABELS = (
     "violence", "weapons", "crime", "harassment", "hate", "privacy", "self_harm",
 )  # fmt: skip
 MAX_TOKENS = 128
-HEAD_VERSION = 3  # bump when the training recipe changes, so cached models are rebuilt
+HEAD_VERSION = 4  # bump when the training recipe changes, so cached models are rebuilt
 
 
 class ClassifierLoadError(RuntimeError):
@@ -162,9 +162,10 @@ class Classifier:
                 log.warning("the cached moderation model %s is unreadable (%s); retraining", cache_path, error)
                 cache_path.unlink(missing_ok=True)
         log.info("tuning the moderation model on %d exemplars (about two minutes; cached afterwards)", len(exemplars.texts))
+        joined, joined_labels = joined_exemplars(exemplars.texts, exemplars.labels)
         with encoder.lock:
-            states = encoder.exemplar_states(exemplars.texts)
-            top = train_top(states, list(exemplars.labels), encoder.top_layers, encoder.dim)
+            states = encoder.exemplar_states([*exemplars.texts, *joined])
+            top = train_top(states, [*exemplars.labels, *joined_labels], encoder.top_layers, encoder.dim)
         try:
             _save_atomically(top, cache_path)
         except OSError as error:

@@ -79,6 +79,34 @@ def pad(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch, mask
 
 
+# Joined exemplars: a long message is not harmful for being long, and one harmful ask inside
+# friendly chatter is still harmful. Without these, length itself became a signal.
+JOINED_HARMLESS = 2000
+JOINED_HARMFUL = 1000
+
+
+def joined_exemplars(texts: Sequence[str], labels: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Extra training messages of 2-4 exemplars each: all harmless ("none"), or one harmful among harmless."""
+    generator = np.random.default_rng(SEED)
+    harmless = [text for text, label in zip(texts, labels, strict=True) if label == "none"]
+    harmful = [(text, label) for text, label in zip(texts, labels, strict=True) if label != "none"]
+    joined: list[str] = []
+    joined_labels: list[str] = []
+    if not harmless or not harmful:
+        return joined, joined_labels
+    for _ in range(JOINED_HARMLESS):
+        parts = [harmless[i] for i in generator.integers(len(harmless), size=int(generator.integers(2, 5)))]
+        joined.append(". ".join(parts))
+        joined_labels.append("none")
+    for _ in range(JOINED_HARMFUL):
+        parts = [harmless[i] for i in generator.integers(len(harmless), size=int(generator.integers(1, 4)))]
+        text, label = harmful[int(generator.integers(len(harmful)))]
+        parts.insert(int(generator.integers(len(parts) + 1)), text)
+        joined.append(". ".join(parts))
+        joined_labels.append(label)
+    return joined, joined_labels
+
+
 def _batches(lengths: Sequence[int], generator: np.random.Generator) -> list[np.ndarray]:
     """Shuffled batches of similar length, so little of each batch is padding."""
     order = np.argsort(np.asarray(lengths) + generator.random(len(lengths)) * 4, kind="stable")

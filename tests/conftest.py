@@ -53,9 +53,11 @@ def backend() -> QueuedTextBackend:
     return QueuedTextBackend()
 
 
-@pytest.fixture(scope="session")
+# Autouse: on a fresh machine the first build tunes the model for about two minutes; doing it before
+# any test means the console and CLI subprocesses (short timeouts) find it cached.
+@pytest.fixture(scope="session", autouse=True)
 def classifier() -> Classifier:
-    """The real moderation classifier (all-MiniLM-L6-v2 + head), built once per test run."""
+    """The real moderation classifier (all-MiniLM-L6-v2, top layers tuned), built once per test run."""
     return Classifier.build()
 
 

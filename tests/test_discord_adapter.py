@@ -63,7 +63,7 @@ async def test_the_bot_ignores_itself_other_bots_and_unaddressed_messages(discor
 
 async def test_a_long_answer_continues_in_follow_up_messages(discord_bot: Setup) -> None:
     fake, backend = discord_bot.fake, discord_bot.backend
-    paragraphs = ["para " + "x" * 900 for _ in range(3)]
+    paragraphs = ["para " + ("word " * 180).strip() for _ in range(3)]  # not "xxx…": that reads as porn
     backend.queue("\n\n".join(paragraphs))
     await fake.dispatch("MESSAGE_CREATE", message_payload(6, f"<@{BOT_ID}> long please", ALICE, mentions=[ATELIER]))
     await until(lambda: len(fake.posts(CHANNEL_ID)) == 2)

@@ -109,3 +109,24 @@ def music_model(folder: Path, seed: int = 0) -> Path:
                                                decoder_start_token_id=codebook, bos_token_id=codebook)  # fmt: skip
     model.save_pretrained(folder)
     return folder
+
+
+def sentence_encoder(folder: Path, seed: int = 0) -> Path:
+    """A 3-layer BERT (32 wide) with MiniLM's own WordPiece vocabulary, saved as a sentence-transformers folder."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from moderation.classifier import default_model_path
+
+    torch.manual_seed(seed)
+    bert_folder = folder / "bert"
+    tok = BertTokenizerFast.from_pretrained(str(default_model_path()))
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)  # fmt: skip
+    BertModel(config).save_pretrained(bert_folder)
+    tok.save_pretrained(bert_folder)
+    transformer = Transformer(str(bert_folder), max_seq_length=64)
+    SentenceTransformer(modules=[transformer, Pooling(32), Normalize()], device="cpu").save(str(folder / "st"))
+    return folder / "st"
