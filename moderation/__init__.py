@@ -107,7 +107,7 @@ class Moderator:
         cache_dir: Path | None = None,
         examples: Mapping[str, Sequence[str]] | None = None,
     ) -> Moderator:
-        """Load the model and train (or read the cached) head off the loop; never raises."""
+        """Load the model and tune (or read the cached) classifier off the loop; never raises."""
         if not enabled:
             return cls(None, default_policy, server_policies, enabled=False)
         try:

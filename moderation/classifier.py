@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from moderation.tuning import TUNED_LAYERS, TunedTop, joined_exemplars, train_top
+from moderation.tuning import TUNED_LAYERS, TunedTop, joined_exemplars, recipe, train_top
 
 log = logging.getLogger(__name__)
 
 EXEMPLARS_DIR = Path(__file__).with_name("exemplars")
-# The harmful labels the head learns, besides "none". Finer than the policy's categories, because
+# The harmful labels the classifier learns, besides "none". Finer than the policy's categories, because
 # "how to make meth" and "how to make a bomb" sit in different corners of the embedding space.
 LABELS = (
     "none", "sexual", "minors", "fake_media", "disinfo", "voice", "fraud", "cyber",
@@ -113,9 +114,12 @@ class Encoder:
         self._bert = bert
         self.dim = int(bert.config.hidden_size)
         self.name = model_path.name if model_path.name != "model" else model_path.parent.name
+        # Sizes of the weight and config files: another model under the same folder name retunes.
+        files = sorted(path for path in model_path.rglob("*") if path.is_file() and path.suffix in (".json", ".safetensors", ".bin"))
+        self.fingerprint = ",".join(f"{path.relative_to(model_path)}:{path.stat().st_size}" for path in files)
         self.lock = threading.Lock()
 
-    def lower_states(self, texts: Sequence[str]) -> tuple[Any, Any]:
+    def lower_states(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded (n, tokens, dim) states below the tuned layers and the (n, tokens) mask."""
         features = self.model.preprocess(list(texts))
         inputs = {key: features[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in features}
@@ -123,15 +127,15 @@ class Encoder:
             states = self._bert(**inputs).last_hidden_state
         return states, features["attention_mask"]
 
-    def exemplar_states(self, texts: Sequence[str], batch_size: int = 64) -> list[Any]:
-        """Unpadded states per text, for training (shortest first, so batches carry little padding)."""
+    def exemplar_states(self, texts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
+        """Unpadded states per text in half precision (about 0.3 GB for our exemplars), for training."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        found: dict[int, Any] = {}
+        found: dict[int, torch.Tensor] = {}
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             states, mask = self.lower_states([texts[i] for i in chunk])
             for row, index in enumerate(chunk):
-                found[index] = states[row, : int(mask[row].sum())].clone()
+                found[index] = states[row, : int(mask[row].sum())].half()
         return [found[i] for i in range(len(texts))]
 
 
@@ -150,7 +154,8 @@ class Classifier:
         """Load the model and a top tuned on the exemplars (from the cache when it is current)."""
         encoder = _encoder(model_path or default_model_path())
         exemplars = load_exemplars(extra=extra)
-        cache_path = (cache_dir or default_cache_dir()) / f"moderation-top-{encoder.name}-{exemplars.digest()}.pt"
+        key = hashlib.sha256(f"{exemplars.digest()}|{recipe()}|{encoder.fingerprint}".encode()).hexdigest()[:16]
+        cache_path = (cache_dir or default_cache_dir()) / f"moderation-top-{encoder.name}-{key}.pt"
         built = _BUILT.get(cache_path)
         if built is not None:
             return built
@@ -163,12 +168,13 @@ class Classifier:
                 cache_path.unlink(missing_ok=True)
         log.info("tuning the moderation model on %d exemplars (about two minutes; cached afterwards)", len(exemplars.texts))
         joined, joined_labels = joined_exemplars(exemplars.texts, exemplars.labels)
-        with encoder.lock:
+        with encoder.lock:  # training itself works on copies, so checks may go on meanwhile
             states = encoder.exemplar_states([*exemplars.texts, *joined])
-            top = train_top(states, [*exemplars.labels, *joined_labels], encoder.top_layers, encoder.dim)
+        top = train_top(states, [*exemplars.labels, *joined_labels], encoder.top_layers, encoder.dim)
+        del states
         try:
             _save_atomically(top, cache_path)
-        except OSError as error:
+        except Exception as error:  # a full disk costs the cache, not moderation
             log.warning("could not cache the moderation model at %s: %s", cache_path, error)
         built = _BUILT[cache_path] = cls(encoder, top)
         return built
@@ -189,12 +195,15 @@ def _save_atomically(top: TunedTop, path: Path) -> None:
     # A unique temporary name: the bot and the CLI may train at the same time.
     handle, partial = tempfile.mkstemp(suffix=".pt", dir=path.parent)
     os.close(handle)
-    top.save(Path(partial))
-    Path(partial).replace(path)
+    try:
+        top.save(Path(partial))
+        Path(partial).replace(path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
 
 
 _ENCODERS: dict[Path, Encoder] = {}
-# Built classifiers by head file: a second Bot.start in one process (tests, restarts) reuses the first.
+# Built classifiers by cache file: a second Bot.start in one process (tests, restarts) reuses the first.
 _BUILT: dict[Path, Classifier] = {}
 _ENCODERS_LOCK = threading.Lock()
 

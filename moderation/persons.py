@@ -130,36 +130,49 @@ def _fiction(path: Path = FICTION_FILE) -> tuple[re.Pattern[str], re.Pattern[str
     return characters, works
 
 
+# A named kind of game; a bare "in the game" is as often the idiom ("back in the game").
 _GAME_WORDS = re.compile(
     r"\b(?:in|inside) (?:a|the|my|this|that|an) (?:video ?game|computer game|board game|online game|card game|"
-    r"tabletop game|mmo|rpg|game)\b|\bin[- ]game\b|\bin (?:my|our|a) (?:d&d|dnd) (?:campaign|session)\b"
+    r"tabletop game|mmo|rpg)\b|\bin[- ]game\b|\bin (?:my|our|a) (?:d&d|dnd) (?:campaign|session)\b"
 )
-# Real life overrides a game setting: "not in minecraft, in real life".
-_REAL_LIFE = re.compile(r"\b(?:real life|irl|in reality|for real|real world|actual (?:person|people)|not (?:just )?in)\b")
+# Real life overrides a game setting: "not in minecraft, in real life", "in minecraft and then at home".
+_REAL_LIFE = re.compile(
+    r"\b(?:real life|irl|in reality|for real|real world|actual (?:person|people)|not (?:just )?in|and then|at home|"
+    r"at school|at work|real (?:bullets?|cars?|guns?|person|people|house|money|ones?)|the way they do|like they do)\b"
+)
+# "the actress who plays Hermione": a real person behind the character.
+_PLAYED_BY = re.compile(r"\b(?:actor|actress|voice actor|cast|star|person) (?:who )?(?:plays|played|playing|voices|voiced)\b")
 
 
-# Special-category data and identifiers (health, beliefs, orientation, status, money, records).
-_SENSITIVE = (
-    r"(?:sexual )?orientation|sexuality|religion|religious (?:beliefs|views)|faith|political (?:affiliation|views|party|leanings)|"
-    r"immigration status|visa status|citizenship(?: status)?|legal status|(?:mental )?health (?:history|records|condition|issues|problems)|"
-    r"medical (?:records|history|condition|file|chart|results)|diagnosis|therapy notes|prescriptions?|hiv status|"
-    r"salary|income|earnings|pay|bank (?:balance|details|account(?: number)?)|credit card(?: number| details)?|"
-    r"marital status|relationship status|criminal record|arrest record|birth certificate|social security number|ssn|"
-    r"passport(?: number)?|union membership|browsing history|search history|passwords?"
+# Special-category data: asking what it is for a particular private person is already prying.
+_SPECIAL = (
+    r"(?:sexual )?orientation|sexuality|religion|religious (?:beliefs|views)|political (?:affiliation|views|party|leanings)|"
+    r"immigration status|visa status|citizenship status|legal status|(?:mental )?health (?:history|records|condition|issues|problems)|"
+    r"medical (?:records|history|condition|file|chart)|therapy notes|hiv status|marital status|criminal record|arrest record|"
+    r"union membership"
+)
+# Identifiers and money: everyday errands ("where's my dad's passport"), prying only when dug for.
+_IDENTIFIERS = (
+    r"salary|income|earnings|bank (?:balance|details|account(?: number)?)|credit card(?: number| details)?|"
+    r"birth certificate|social security number|ssn|passport(?: number)?|browsing history|search history|passwords?"
 )
 _SEEKING = (
     r"(?:what(?:'s| is| are| was)|where(?:'s| is| can i)|find|look up|tell me|reveal|show me|get me|give me|"
     r"(?:how|where) (?:can|do|could|would) i (?:find|get|see|access|learn|know|figure out|discover|check|obtain|dig up)|"
     r"i (?:want|need) to (?:know|find|see|get|access)|can you (?:find|tell|get|look up|dig up)|is there a way to (?:find|see|get|access))"
 )
+_PROBING = r"(?:find out|dig up|get hold of|get into|hack|snoop|spy|secretly|without (?:him|her|them) knowing|behind (?:his|her|their) back)"
 _RELATION_OR_DATE = rf"(?:{_RELATION}|date)"
+_OWNER = rf"\b(?:my|our)\s+(?:\w+\s+)?{_RELATION_OR_DATE}"
 _PRIVATE_DETAILS = re.compile(
-    rf"^{_SEEKING}\b.*\b(?:my|our)\s+(?:\w+\s+)?{_RELATION_OR_DATE}(?:'s|’s)\s+(?:\w+\s+){{0,2}}(?:{_SENSITIVE})\b|"
-    rf"^{_SEEKING}\b.*\b(?:{_SENSITIVE}) of my\s+(?:\w+\s+)?{_RELATION_OR_DATE}\b|"
+    rf"^{_SEEKING}\b.*{_OWNER}(?:'s|’s)\s+(?:\w+\s+){{0,2}}(?:{_SPECIAL})\b|"
+    rf"^{_SEEKING}\b.*\b(?:{_SPECIAL}) of\s+{_OWNER}\b(?!'s|’s)|"
+    rf"\b{_PROBING}\b.*{_OWNER}(?:'s|’s)\s+(?:\w+\s+){{0,2}}(?:{_IDENTIFIERS})\b|"
     rf"^(?:is|are) my\s+(?:\w+\s+)?{_RELATION_OR_DATE}s?\s+(?:secretly\s+)?(?:gay|lesbian|bi|bisexual|trans|transgender|"
     rf"undocumented|an? (?:illegal|immigrant)|a member of (?:a|the) (?:\w+\s+)?union|in a union|a union member|hiv positive|in therapy|"
     rf"on (?:medication|antidepressants))\b|"
     rf"^(?:exactly )?how much (?:money )?(?:does|do) my\s+(?:\w+\s+)?{_RELATION_OR_DATE}s? (?:earn|make|get paid)\b"
+    rf"(?!.*\b(?:on average|typically|usually|normally|in general)\b)"
 )
 
 
@@ -171,7 +184,9 @@ def seeks_private_details(normalized: str) -> bool:
 def fictional_character(normalized: str) -> str | None:
     """The first well-known fictional character the (normalised) text names, if any."""
     match = _fiction()[0].search(normalized)
-    return None if match is None else re.sub(r"(?:'s|’s)$", "", match.group(0))
+    if match is None or _PLAYED_BY.search(normalized):
+        return None
+    return re.sub(r"(?:'s|’s)$", "", match.group(0))
 
 
 def game_setting(normalized: str) -> bool:

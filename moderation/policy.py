@@ -16,7 +16,7 @@ Kind = Literal["chat", "image", "music", "output"]
 CATEGORIES = (
     "ncii", "minors", "sexual", "deceptive_fake", "voice_clone", "fraud", "harassment", "violence_weapons", "self_harm",
 )  # fmt: skip
-# Labels the head learns → the category a verdict reports. fake_media and voice need a real person.
+# Labels the classifier learns → the category a verdict reports. fake_media and voice need a real person.
 LABEL_CATEGORY = {
     "sexual": "sexual", "minors": "minors", "fake_media": "deceptive_fake", "disinfo": "deceptive_fake",
     "voice": "voice_clone", "fraud": "fraud", "cyber": "violence_weapons", "violence": "violence_weapons",
@@ -26,7 +26,7 @@ LABEL_CATEGORY = {
 # Chosen on the measured trade-off (README, "Moderation"): lower refuses more look-alike harmless
 # requests, higher lets more harmful ones through.
 DEFAULT_THRESHOLD = 0.6
-# Generated text is judged more leniently than requests: the head learned from requests, and an
+# Generated text is judged more leniently than requests: the classifier learned from requests, and an
 # answer that explains history or names people reads unlike any of them.
 OUTPUT_THRESHOLD = 0.9
 # Labels that can refuse generated text; the others need a request to make sense (a fake of whom?).
@@ -218,10 +218,13 @@ def judge(
     if kind != "output":
         if seeks_private_details(request):
             return Finding("harassment", "privacy", max(score, 0.8))
-        if label in GAME_LABELS and game_setting(request):
+        # Play and fiction excuse nothing that is aimed at a real person ("kill my wife in the sims").
+        nobody_real = target is None or (
+            target.kind == "named_person" and fictional_character(normalize(target.name)) is not None
+        )
+        if nobody_real and label in GAME_LABELS and game_setting(request):
             return None
-        fictional = label in FICTION_LABELS and fictional_character(request) is not None
-        if fictional and (target is None or target.kind not in ("member", "public_figure")):
+        if nobody_real and label in FICTION_LABELS and fictional_character(request) is not None:
             return None
     if kind == "output":
         if label == "sexual" and nsfw and policy.allow_nsfw:

@@ -12,8 +12,6 @@ import copy
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
@@ -24,6 +22,11 @@ BATCH = 32
 LAYER_LR = 1e-4
 LABEL_LR = 1e-3
 SEED = 0
+
+
+def recipe() -> str:
+    """Everything about training besides the examples, for the cache key: change any, retune."""
+    return f"layers={TUNED_LAYERS} epochs={EPOCHS} batch={BATCH} lr={LAYER_LR},{LABEL_LR} seed={SEED} joined={JOINED_HARMLESS},{JOINED_HARMFUL}"
 
 
 def additive_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -123,7 +126,12 @@ def train_top(
     Classes are weighted by the square root of their rarity: fully balanced weights let the small
     harmful labels outvote "none" on harmless look-alikes; no weighting misses harmful requests.
     """
-    torch.manual_seed(SEED)
+    with torch.random.fork_rng():  # seeds dropout without disturbing anyone else's random numbers
+        torch.manual_seed(SEED)
+        return _train(states, labels, layers, dim)
+
+
+def _train(states: Sequence[torch.Tensor], labels: Sequence[str], layers: nn.ModuleList, dim: int) -> TunedTop:
     generator = np.random.default_rng(SEED)
     names = sorted(set(labels))
     counts = {name: labels.count(name) for name in names}
@@ -145,7 +153,7 @@ def train_top(
         for batch in _batches(lengths, generator):
             inputs, mask = pad([states[i] for i in batch])
             optimiser.zero_grad()
-            loss: Any = loss_of(top(inputs, mask), targets[batch])
+            loss = loss_of(top(inputs, mask), targets[batch])
             loss.backward()
             optimiser.step()
             schedule.step()
