@@ -27,7 +27,6 @@ LABELS = (
     "violence", "weapons", "crime", "harassment", "hate", "privacy", "self_harm",
 )  # fmt: skip
 MAX_TOKENS = 128
-HEAD_VERSION = 4  # bump when the training recipe changes, so cached models are rebuilt
 
 
 class ClassifierLoadError(RuntimeError):
@@ -58,7 +57,7 @@ class Exemplars:
 
     def digest(self) -> str:
         """A stable hash of the examples, naming the cached model tuned on them."""
-        hasher = hashlib.sha256(f"v{HEAD_VERSION}".encode())
+        hasher = hashlib.sha256()
         for text, label in zip(self.texts, self.labels, strict=True):
             hasher.update(f"{label}\t{text}\n".encode())
         return hasher.hexdigest()[:16]
@@ -94,13 +93,11 @@ class Encoder:
 
     def __init__(self, model_path: Path) -> None:
         try:
-            import torch
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()  # "Loading weights" bars would land in the console chat
 
-            self._torch = torch
             self.model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
         except Exception as error:
             raise ClassifierLoadError(f"could not load the embedding model at {model_path}: {error}") from error
@@ -123,7 +120,7 @@ class Encoder:
         """Padded (n, tokens, dim) states below the tuned layers and the (n, tokens) mask."""
         features = self.model.preprocess(list(texts))
         inputs = {key: features[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in features}
-        with self._torch.no_grad():  # not inference_mode: training reuses these states under autograd
+        with torch.no_grad():  # not inference_mode: training reuses these states under autograd
             states = self._bert(**inputs).last_hidden_state
         return states, features["attention_mask"]
 

@@ -12,6 +12,7 @@ import copy
 import math
 from collections.abc import Sequence
 from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -22,11 +23,20 @@ BATCH = 32
 LAYER_LR = 1e-4
 LABEL_LR = 1e-3
 SEED = 0
+# Joined exemplars: a long message is not harmful for being long, and one harmful ask inside
+# friendly chatter is still harmful. Without these, length itself became a signal.
+JOINED_HARMLESS = 2000
+JOINED_HARMFUL = 1000
+# Bump when training changes in a way the numbers above do not show, so cached models are retuned.
+RECIPE_VERSION = 5
 
 
 def recipe() -> str:
     """Everything about training besides the examples, for the cache key: change any, retune."""
-    return f"layers={TUNED_LAYERS} epochs={EPOCHS} batch={BATCH} lr={LAYER_LR},{LABEL_LR} seed={SEED} joined={JOINED_HARMLESS},{JOINED_HARMFUL}"
+    return (
+        f"v{RECIPE_VERSION} layers={TUNED_LAYERS} epochs={EPOCHS} batch={BATCH} lr={LAYER_LR},{LABEL_LR} "
+        f"seed={SEED} joined={JOINED_HARMLESS},{JOINED_HARMFUL}"
+    )
 
 
 def additive_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -80,12 +90,6 @@ def pad(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         batch[row, : len(state)] = state.float()
         mask[row, : len(state)] = 1
     return batch, mask
-
-
-# Joined exemplars: a long message is not harmful for being long, and one harmful ask inside
-# friendly chatter is still harmful. Without these, length itself became a signal.
-JOINED_HARMLESS = 2000
-JOINED_HARMFUL = 1000
 
 
 def joined_exemplars(texts: Sequence[str], labels: Sequence[str]) -> tuple[list[str], list[str]]:
