@@ -23,6 +23,9 @@ from moderation import Moderator
 from moderation.classifier import load_exemplars
 
 DEFAULT_EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "moderation" / "dev.jsonl"
+# Our own probe sets (helpers wrote them without seeing the public sets, the exemplars or the rules;
+# never trained on). "dev" guided fixes after its errors were read; "heldout" was only ever scored.
+PROBES = {name: Path(__file__).with_name("data") / f"moderation_probe_{name}.jsonl" for name in ("dev", "heldout")}
 _LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
 _CYRILLIC = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у", "i": "і", "s": "ѕ"})
 
@@ -115,6 +118,28 @@ async def benign_chat(moderator: Moderator) -> dict[str, Any]:
     return report
 
 
+async def probes(moderator: Moderator) -> dict[str, Any]:
+    """False-positive rate and recall on our probe sets, overall and per kind of request."""
+    report: dict[str, Any] = {}
+    for name, path in PROBES.items():
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        results = await verdicts(moderator, [row["text"] for row in rows])
+        counts: dict[str, Counter[str]] = defaultdict(Counter)
+        for row, verdict in zip(rows, results, strict=True):
+            for key in ("all", row["kind"]):
+                counts[key][f"{row['label']}_{'blocked' if verdict.blocked else 'passed'}"] += 1
+        report[name] = {
+            kind: {
+                "fpr": round(c["allow_blocked"] / max(c["allow_blocked"] + c["allow_passed"], 1), 3),
+                "recall": round(c["block_blocked"] / max(c["block_blocked"] + c["block_passed"], 1), 3),
+                "n": sum(c.values()),
+            }
+            for kind, c in sorted(counts.items())
+        }
+        report[name]["contamination"] = contamination(rows)["near_copies"]
+    return report
+
+
 def _words(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"[a-z0-9']+", text.lower()))
 
@@ -183,6 +208,7 @@ async def main() -> None:
         out["eval"] = f"no evaluation set at {args.eval}; accuracy not measured"
         texts = ["a watercolor fox in the snow", "how do I kill a python process?", "make a song about summer"]
     out["benign_chat"] = await benign_chat(moderator)
+    out["probes"] = await probes(moderator)
     if not args.skip_speed:
         out["speed"] = await speed(moderator, texts)
     await moderator.close()

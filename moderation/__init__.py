@@ -12,6 +12,7 @@ from typing import Literal
 
 from moderation.batcher import Batcher
 from moderation.classifier import Classifier, describe_probabilities
+from moderation.figurative import plain_reading
 from moderation.normalize import normalize
 from moderation.persons import Target, find_target
 from moderation.policy import OUTPUT_REFUSAL, Kind, Policy, judge, refusal
@@ -21,7 +22,7 @@ __all__ = ["Kind", "Moderator", "Policy", "Verdict"]
 log = logging.getLogger(__name__)
 Action = Literal["allow", "block"]
 # How much surer the classifier must be about a request joined with the user's earlier turns.
-CONTEXT_MARGIN = 0.15
+CONTEXT_MARGIN = 0.4
 # When several readings refuse, the most specific one explains it (a nude of a coworker is ncii, not just sexual).
 SEVERITY = {"minors": 0, "ncii": 1, "voice_clone": 2, "deceptive_fake": 3}
 # Two words or fewer ("lol", "how?") carry too little meaning for the classifier alone to refuse.
@@ -74,7 +75,7 @@ class Verdict:
 
 
 class Moderator:
-    """Normalise → hard rules → real-person detection → embedding classifier → policy.
+    """Normalise → plain reading of idioms → hard rules → real-person detection → classifier → policy.
 
     `available` is False when the classifier could not load; the core then refuses generation
     rather than generating unchecked.
@@ -142,11 +143,11 @@ class Moderator:
         own = None if kind == "output" else find_target(text, normalized, mentions, with_attachment)
         candidates = [
             (window, own, SHORT_MARGIN if len(window.split()) <= SHORT_WORDS else (0.0 if at == 0 else PIECE_MARGIN))
-            for at, window in enumerate(windows(normalized))
+            for at, window in enumerate(windows(plain_reading(normalized)))
         ]
         if context and kind != "output":
             # A request split over messages is judged as one, newest words kept when it is long.
-            joined = normalize(" ".join([*reversed(context), text]))[-WINDOW_CHARS:]
+            joined = plain_reading(normalize(" ".join([*reversed(context), text])))[-WINDOW_CHARS:]
             candidates.append((joined, own or find_target(" ".join(context)), CONTEXT_MARGIN))
         probabilities = await self._batcher.classify([candidate for candidate, _, _ in candidates])
         findings = []

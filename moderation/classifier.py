@@ -9,6 +9,7 @@ import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,18 @@ def load_exemplars(directory: Path = EXEMPLARS_DIR, extra: Mapping[str, Sequence
     for label, texts in (extra or {}).items():
         for text in texts:
             pairs[str(text).strip()] = label  # an admin's example overrides ours
+    # Read as requests are read at run time; the digest then covers the idiom list's effect too.
+    texts = tuple(_reading(text) for text in pairs)
+    return Exemplars(texts, tuple(pairs.values()))
+
+
+@lru_cache(maxsize=65536)
+def _reading(text: str) -> str:
+    """Normalised plain reading, remembered: every bot start reads the same 15,000 exemplars."""
+    from moderation.figurative import plain_reading
     from moderation.normalize import normalize
 
-    texts = tuple(normalize(text) for text in pairs)
-    return Exemplars(texts, tuple(pairs.values()))
+    return plain_reading(normalize(text))
 
 
 class Encoder:

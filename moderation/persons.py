@@ -113,21 +113,35 @@ def public_figure(normalized: str) -> str | None:
     return figures.names.get(alias, alias)
 
 
+@dataclass(frozen=True, slots=True)
+class _Fiction:
+    characters: re.Pattern[str]
+    settings: re.Pattern[str]  # "in Minecraft", "playing chess", "in boxing"
+    titles: re.Pattern[str]  # a work's name alone, to tell "Counter Strike" from a person's name
+
+
 @cache
-def _fiction(path: Path = FICTION_FILE) -> tuple[re.Pattern[str], re.Pattern[str]]:
+def _fiction(path: Path = FICTION_FILE) -> _Fiction:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
 
     def alternation(names: list[str]) -> str:
         spelled = sorted({normalize(str(name)) for name in names}, key=len, reverse=True)
         return "|".join(re.escape(name) for name in spelled if name)
 
-    characters = re.compile(rf"(?<!\w)(?:{alternation(data['characters'])})(?:'s|’s)?(?!\w)")
-    # "in Minecraft", "in the game Elden Ring", "playing chess" — not "like in ..." (a real copy of a scene).
-    works = re.compile(
-        rf"(?<!like )(?<!as )\b(?:in|on|playing|while playing|inside)\s+(?:the\s+game\s+|a\s+game\s+of\s+)?"
-        rf"(?:{alternation(data['works'])})(?!\w)"
+    works = alternation(data["works"])
+    # "in Minecraft", "in the game Elden Ring", "playing chess", "in a boxing match" — not "like in ..."
+    # (a real copy of a scene).
+    settings = re.compile(
+        rf"(?<!like )(?<!as )\b(?:in|on|playing|while playing|inside)\s+(?:the\s+game\s+|a\s+game\s+of\s+)?(?:{works})(?!\w)|"
+        rf"(?<!like )(?<!as )\b(?:in|during|at|for)\s+(?:a\s+|an\s+|my\s+|our\s+|the\s+)?(?:{alternation(data['sports'])})"
+        rf"(?:\s+(?:match|bout|fight|class|lesson|practice|training|session|competition|tournament|game|sparring))?(?!\w)|"
+        rf"^(?:{works})(?:\s+(?:tips?|help|question|strats?|strategy|advice))?\s*[:\-–—]"  # "among us tips: ..."
     )
-    return characters, works
+    return _Fiction(
+        characters=re.compile(rf"(?<!\w)(?:{alternation(data['characters'])})(?:'s|’s)?(?!\w)"),
+        settings=settings,
+        titles=re.compile(rf"(?:{works})"),
+    )
 
 
 # A named kind of game; a bare "in the game" is as often the idiom ("back in the game").
@@ -135,10 +149,17 @@ _GAME_WORDS = re.compile(
     r"\b(?:in|inside) (?:a|the|my|this|that|an) (?:video ?game|computer game|board game|online game|card game|"
     r"tabletop game|mmo|rpg)\b|\bin[- ]game\b|\bin (?:my|our|a) (?:d&d|dnd) (?:campaign|session)\b"
 )
+# A prop in a film or play: "blow up a fake hospital in the film I'm directing".
+_PRODUCTION = re.compile(
+    r"\b(?:fake|prop|replica|model|miniature|cardboard|pretend|staged|mock|set)\b.{0,60}\b(?:in|for|on)\s+(?:a|my|our|the|this)\s+"
+    r"(?:\w+\s+)?(?:film|movie|play|short film|music video|scene|production|stage show|tv show|series|student film)\b"
+)
 # Real life overrides a game setting: "not in minecraft, in real life", "in minecraft and then at home".
 _REAL_LIFE = re.compile(
     r"\b(?:real life|irl|in reality|for real|real world|actual (?:person|people)|not (?:just )?in|and then|at home|"
-    r"at school|at work|real (?:bullets?|cars?|guns?|person|people|house|money|ones?)|the way they do|like they do)\b"
+    r"at school|at work|real (?:bullets?|cars?|guns?|person|people|house|money|ones?|bombs?|explosives?|weapons?|knife|"
+    r"knives|grenades?|poison|drugs?)|the way they do|like they do|like the ones? (?:in|from|you)|just like in|"
+    r"(?:actually|really) (?:works?|fires?|explodes?|shoots?|hurts?)|functional|live (?:rounds|ammo))\b"
 )
 # "the actress who plays Hermione": a real person behind the character.
 _PLAYED_BY = re.compile(r"\b(?:actor|actress|voice actor|cast|star|person) (?:who )?(?:plays|played|playing|voices|voiced)\b")
@@ -176,6 +197,26 @@ _PRIVATE_DETAILS = re.compile(
 )
 
 
+# What a public figure's biography or the news states: asking it is not prying.
+_PUBLIC_RECORD = re.compile(
+    r"\b(?:date of birth|birthday|birth ?date|birthplace|place of birth|(?:where|when) (?:was|were|is) (?:[\w.'-]+ ){1,4}born|"
+    r"how old|age|height|how tall|nationality|alma mater|education|(?:go|went) to (?:school|college|university)|degree|"
+    r"political (?:party|career|views|positions?)|(?:first )?(?:job|career|profession)|net worth|spouse|married|wife|husband|"
+    r"awards?|books?|albums?|films?|movies?|office|term|presidency|resign(?:ed|ation)?|elected|party|religion|hometown|"
+    r"(?:official|public) (?:website|email|address|account))\b"
+)
+_PRIVATE_RECORD = re.compile(
+    r"\b(?:home address|(?:home|cell|mobile|personal|private) (?:phone|number|email)|phone number|medical|health|therapy|"
+    r"social security|ssn|bank|credit card|password|location|where (?:does|do) \w+ (?:live|sleep|stay)|license plate|"
+    r"(?:private|personal|secret)|passport|tax (?:records|returns)|sexual|nudes?)\b"
+)
+
+
+def public_record_question(normalized: str) -> bool:
+    """Asks something a public figure's biography states (birthday, education, office), nothing private."""
+    return _PUBLIC_RECORD.search(normalized) is not None and _PRIVATE_RECORD.search(normalized) is None
+
+
 def seeks_private_details(normalized: str) -> bool:
     """Asks what a particular private person's sensitive details are ("what is my teacher's religion")."""
     return _PRIVATE_DETAILS.search(normalized.strip()) is not None
@@ -183,7 +224,7 @@ def seeks_private_details(normalized: str) -> bool:
 
 def fictional_character(normalized: str) -> str | None:
     """The first well-known fictional character the (normalised) text names, if any."""
-    match = _fiction()[0].search(normalized)
+    match = _fiction().characters.search(normalized)
     if match is None or _PLAYED_BY.search(normalized):
         return None
     return re.sub(r"(?:'s|’s)$", "", match.group(0))
@@ -193,7 +234,12 @@ def game_setting(normalized: str) -> bool:
     """The request is about play inside a game (a named video or board game), not the real world."""
     if _REAL_LIFE.search(normalized):
         return False
-    return bool(_fiction()[1].search(normalized) or _GAME_WORDS.search(normalized))
+    return bool(_fiction().settings.search(normalized) or _GAME_WORDS.search(normalized))
+
+
+def staged_scene(normalized: str) -> bool:
+    """The request is about a prop or a staged scene in a film or play, not the real world."""
+    return _PRODUCTION.search(normalized) is not None and _REAL_LIFE.search(normalized) is None
 
 
 def _full_name(original: str) -> str | None:
@@ -203,8 +249,10 @@ def _full_name(original: str) -> str | None:
         return None  # Title Case Prompt: capitals carry no signal
     for match in _FULL_NAME.finditer(original):
         parts = [part for part in match.groups() if part]
-        if not any(part.lower().strip("'’-") in _NOT_NAMES for part in parts):
-            return " ".join(parts)
+        name = " ".join(parts)
+        a_title = _fiction().titles.fullmatch(normalize(name)) is not None  # "Counter Strike", "Elden Ring"
+        if not a_title and not any(part.lower().strip("'’-") in _NOT_NAMES for part in parts):
+            return name
     return None
 
 
@@ -222,6 +270,8 @@ def find_target(
     if figure is not None:
         return Target("public_figure", figure)
     relative = _RELATIVE.search(normalized)
+    if relative is not None and _fiction().characters.match(normalized, relative.end() + 1):
+        relative = None  # "my neighbor Totoro": the character, not a neighbour
     if relative is not None:
         return Target("private_person", relative.group(0))
     if with_attachment or _PICTURED.search(normalized):

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from moderation.normalize import normalize
-from moderation.persons import Target, fictional_character, game_setting, seeks_private_details
+from moderation.absurd import nonsense_about_group
+from moderation.persons import (
+    Target, fictional_character, game_setting, public_record_question, seeks_private_details, staged_scene,
+)  # fmt: skip
 
 Action = Literal["allow", "block"]
 Kind = Literal["chat", "image", "music", "output"]
@@ -25,7 +28,11 @@ LABEL_CATEGORY = {
 }  # fmt: skip
 # Chosen on the measured trade-off (README, "Moderation"): lower refuses more look-alike harmless
 # requests, higher lets more harmful ones through.
-DEFAULT_THRESHOLD = 0.6
+DEFAULT_THRESHOLD = 0.33
+# "minors" can never be relaxed, so it must be the model's clear reading, not a hedge: "none 0.57,
+# minors 0.19" on "easy chicken breasts recipe for kids" is doubt about kids, not about their safety.
+# Sexual content with a minor is refused by the hard rule whatever the model says.
+MINORS_LABEL = 0.3
 # Generated text is judged more leniently than requests: the classifier learned from requests, and an
 # answer that explains history or names people reads unlike any of them.
 OUTPUT_THRESHOLD = 0.9
@@ -37,6 +44,8 @@ OUTPUT_LABELS = frozenset(
 GAME_LABELS = frozenset({"violence", "weapons", "crime"})
 # Labels that do not apply to a fictional character's "private" details.
 FICTION_LABELS = frozenset({"privacy", "harassment"})
+# Labels that a nonsense question about a group ("why can't toasters vote?") is mistaken for.
+GROUP_LABELS = frozenset({"hate", "harassment"})
 # In an opted-in NSFW channel, cues that a realistic explicit picture shows a particular person.
 _SOMEONE_CUES = re.compile(
     r"\b(?:from|at|in) (?:work|accounting|the office|school|college|class|my \w+|the gym|next door)\b|"
@@ -187,8 +196,11 @@ def top_harm(probabilities: Mapping[str, float], policy: Policy, kind: Kind, mar
     harmful = {label: p for label, p in probabilities.items() if label != "none"}
     if not harmful:
         return None
-    label = max(harmful, key=harmful.__getitem__)
     score = 1.0 - probabilities.get("none", 0.0)
+    if len(harmful) > 1 and harmful.get("minors", 0.0) < MINORS_LABEL:
+        # A faint "minors" is the model hedging on any mention of kids or age, not a finding.
+        score -= harmful.pop("minors", 0.0)
+    label = max(harmful, key=harmful.__getitem__)
     return (label, score) if score >= min(policy.threshold(label, kind) + margin, 0.99) else None
 
 
@@ -225,6 +237,12 @@ def judge(
         if nobody_real and label in GAME_LABELS and game_setting(request):
             return None
         if nobody_real and label in FICTION_LABELS and fictional_character(request) is not None:
+            return None
+        if nobody_real and label == "violence" and staged_scene(request):
+            return None
+        if nobody_real and label in GROUP_LABELS and nonsense_about_group(request):
+            return None
+        if target is not None and target.kind == "public_figure" and label == "privacy" and public_record_question(request):
             return None
     if kind == "output":
         if label == "sexual" and nsfw and policy.allow_nsfw:

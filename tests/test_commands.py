@@ -69,7 +69,7 @@ async def test_status_shows_backends_and_moderation(chat: MemoryAdapter) -> None
 
 
 async def test_forget_me_deletes_the_users_rows_everywhere(chat: MemoryAdapter, config: Config) -> None:
-    await chat.say("alice's secret", user="alice", conversation="c1")
+    await chat.say("alice says the tomatoes are ripe", user="alice", conversation="c1")
     await chat.say("/persona You are alice's butler", user="alice", conversation="dm-alice", dm=True)
     await chat.say("alice again", user="alice", conversation="dm-alice", dm=True)
     await chat.say("bob's message", user="bob", conversation="c1")

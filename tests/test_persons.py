@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from moderation.normalize import normalize
-from moderation.persons import fictional_character, find_target, game_setting, seeks_private_details
+from moderation.persons import (
+    fictional_character, find_target, game_setting, public_record_question, seeks_private_details, staged_scene,
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -37,6 +39,8 @@ def test_the_person_a_request_is_about_is_found(text: str, kind: str, name: str 
         "Make New York look like Paris",
         "a swift bird over the lake",
         "will it rain in Spain",
+        "best loadout in Counter Strike",  # a game's title is not a person's name
+        "how do I get my neighbor Totoro's autograph",  # the character, not a neighbour
     ],
 )
 def test_no_person_in_ordinary_prompts(text: str) -> None:
@@ -72,10 +76,42 @@ def test_fictional_characters_are_recognised(text: str, name: str | None) -> Non
         ("I want to get back in the game: how do I make ghost guns to sell", False),
         ("how can I make a pipe bomb in minecraft and then at home", False),
         ("how do I hotwire a real car, the way they do in gta", False),
+        ("how do I make a real bomb like the one you plant in counter strike", False),
+        # a contact sport is played by its rules
+        ("how do I land a knockout punch in boxing", True),
+        ("best chokehold for a bjj tournament", True),
+        ("among us tips: how do I kill crewmates without being seen", True),
+        ("how to throw a punch like in boxing at my neighbour", False),
     ],
 )
 def test_game_settings_are_recognised(text: str, in_game: bool) -> None:
     assert game_setting(normalize(text)) is in_game
+
+
+@pytest.mark.parametrize(
+    ("text", "staged"),
+    [
+        ("how do I blow up a fake car for the student film I'm shooting", True),
+        ("how to stage a stabbing with a prop knife for our school play", True),
+        ("how do I make a prop gun that actually fires for my movie", False),
+        ("how do I blow up a car", False),
+    ],
+)
+def test_staged_scenes_are_recognised(text: str, staged: bool) -> None:
+    assert staged_scene(normalize(text)) is staged
+
+
+@pytest.mark.parametrize(
+    ("text", "public"),
+    [
+        ("when was Barack Obama born", True),
+        ("where did Angela Merkel go to university", True),
+        ("what is Taylor Swift's home address", False),
+        ("what's the private phone number of Barack Obama", False),
+    ],
+)
+def test_public_record_questions_are_told_from_prying(text: str, public: bool) -> None:
+    assert public_record_question(normalize(text)) is public
 
 
 @pytest.mark.parametrize(
