@@ -15,13 +15,11 @@ from pathlib import Path
 import yaml
 
 IDIOMS_FILE = Path(__file__).with_name("figurative.yaml")
-_SHORTHANDS = {
-    "{obj}": r"(?:[\w'’-]+ ){0,3}",
-    "{poss}": r"(?:my|your|his|her|their|our|the|a|an|this|that|someone's|somebody's|[\w-]+'s)",
-}
 # An idiom's object must end the phrase: "shoot the film crew" is not "shoot the film".
-_ENDS = r"(?![\w-])(?! (?:crew|guests|people|staff|actors?|actress(?:es)?|audience|kids|students|children|director|" \
+_ENDS = (
+    r"(?![\w-])(?! (?:crew|guests|people|staff|actors?|actress(?:es)?|audience|kids|students|children|director|"
     r"team|members|owner|owners|manager|maker|makers|stars?|workers|family|families|fans|viewers))"
+)
 
 
 class IdiomListError(ValueError):
@@ -38,8 +36,6 @@ def _idioms(path: Path = IDIOMS_FILE) -> tuple[re.Pattern[str], tuple[str, ...]]
         if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) and part for part in entry)):
             raise IdiomListError(f"{path.name} entry {number + 1}: expected [pattern, plain meaning], got {entry!r}")
         pattern, meaning = entry
-        for shorthand, expansion in _SHORTHANDS.items():
-            pattern = pattern.replace(shorthand, expansion)
         try:
             groups = re.compile(pattern).groups
         except re.error as error:
