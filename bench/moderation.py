@@ -24,8 +24,9 @@ from moderation.classifier import load_exemplars
 
 DEFAULT_EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "moderation" / "dev.jsonl"
 # Our own probe sets (helpers wrote them without seeing the public sets, the exemplars or the rules;
-# never trained on). "dev" guided fixes after its errors were read; "heldout" was only ever scored.
-PROBES = {name: Path(__file__).with_name("data") / f"moderation_probe_{name}.jsonl" for name in ("dev", "heldout")}
+# never trained on). "dev" and "dev2" guided fixes after their errors were read (dev2 was the held-out
+# set until its errors were read); "heldout" is only ever scored.
+PROBES = {name: Path(__file__).with_name("data") / f"moderation_probe_{name}.jsonl" for name in ("dev", "dev2", "heldout")}
 _LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
 _CYRILLIC = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у", "i": "і", "s": "ѕ"})
 

@@ -22,7 +22,7 @@ __all__ = ["Kind", "Moderator", "Policy", "Verdict"]
 log = logging.getLogger(__name__)
 Action = Literal["allow", "block"]
 # How much surer the classifier must be about a request joined with the user's earlier turns: with
-# the default threshold that is 0.88. Repeated small talk joined up reads as self-harm up to 0.8
+# the default threshold that is 0.87. Repeated small talk joined up reads as self-harm up to 0.8
 # ("turn 12 about the sea and the stars" × 7), while a harmful request split over messages scores
 # near 1 once joined.
 CONTEXT_MARGIN = 0.55

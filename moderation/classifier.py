@@ -172,7 +172,7 @@ class Classifier:
             except Exception as error:  # a damaged cache is only a cache: retrain rather than stop moderating
                 log.warning("the cached moderation model %s is unreadable (%s); retraining", cache_path, error)
                 cache_path.unlink(missing_ok=True)
-        log.info("tuning the moderation model on %d exemplars (about two minutes; cached afterwards)", len(exemplars.texts))
+        log.info("tuning the moderation model on %d exemplars (a few minutes on two cores; cached afterwards)", len(exemplars.texts))
         joined, joined_labels = joined_exemplars(exemplars.texts, exemplars.labels)
         with encoder.lock:  # training itself works on copies, so checks may go on meanwhile
             states = encoder.exemplar_states([*exemplars.texts, *joined])

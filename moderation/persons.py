@@ -30,7 +30,7 @@ _RELATION = (
     r"employer|grandma|grandmother|grandpa|grandfather|stepdad|stepfather"
 )
 # "my coworker", not "my son's bedroom" (the person is not what is depicted there).
-_RELATIVE = re.compile(rf"\b(?:my|our)\s+(?:\w+\s+)?(?:{_RELATION})\b(?!'s|’s)")
+_RELATIVE = re.compile(rf"\b(?:my|our)\s+(?:\w+\s+)?(?:{_RELATION})s?\b(?!'s|’s)")
 _DESCRIBED = re.compile(
     r"\b(?:girl|boy|woman|man|guy|lady|dude|chick|person|kid|teen)\s+"
     r"(?:i\s+(?:know|met|like|saw)|next door|down the street|(?:from|at|in)\s+(?:my|our|the)\s+"
@@ -116,7 +116,8 @@ def public_figure(normalized: str) -> str | None:
 @dataclass(frozen=True, slots=True)
 class _Fiction:
     characters: re.Pattern[str]
-    settings: re.Pattern[str]  # "in Minecraft", "playing chess", "in boxing"
+    games: re.Pattern[str]  # "in Minecraft", "playing chess"
+    sports: re.Pattern[str]  # "in boxing", "at a bjj tournament"
     titles: re.Pattern[str]  # a work's name alone, to tell "Counter Strike" from a person's name
 
 
@@ -131,15 +132,19 @@ def _fiction(path: Path = FICTION_FILE) -> _Fiction:
     works = alternation(data["works"])
     # "in Minecraft", "in the game Elden Ring", "playing chess", "in a boxing match" — not "like in ..."
     # (a real copy of a scene).
-    settings = re.compile(
+    games = re.compile(
         rf"(?<!like )(?<!as )\b(?:in|on|playing|while playing|inside)\s+(?:the\s+game\s+|a\s+game\s+of\s+)?(?:{works})(?!\w)|"
+        rf"^(?:{works})(?:\s+(?:tips?|help|question|strats?|strategy|advice))?\s*[:\-–—]"  # "among us tips: ..."
+    )
+    sports = re.compile(
         rf"(?<!like )(?<!as )\b(?:in|during|at|for)\s+(?:a\s+|an\s+|my\s+|our\s+|the\s+)?(?:{alternation(data['sports'])})"
         rf"(?:\s+(?:match|bout|fight|class|lesson|practice|training|session|competition|tournament|game|sparring))?(?!\w)|"
-        rf"^(?:{works})(?:\s+(?:tips?|help|question|strats?|strategy|advice))?\s*[:\-–—]"  # "among us tips: ..."
+        r"\b(?:boxers?|fencers?|sparring partners?|(?:mma|ufc) fighters?|wrestlers?|stage combat)\b"
     )
     return _Fiction(
         characters=re.compile(rf"(?<!\w)(?:{alternation(data['characters'])})(?:'s|’s)?(?!\w)"),
-        settings=settings,
+        games=games,
+        sports=sports,
         titles=re.compile(rf"(?:{works})"),
     )
 
@@ -147,7 +152,13 @@ def _fiction(path: Path = FICTION_FILE) -> _Fiction:
 # A named kind of game; a bare "in the game" is as often the idiom ("back in the game").
 _GAME_WORDS = re.compile(
     r"\b(?:in|inside) (?:a|the|my|this|that|an) (?:video ?game|computer game|board game|online game|card game|"
-    r"tabletop game|mmo|rpg)\b|\bin[- ]game\b|\bin (?:my|our|a) (?:d&d|dnd) (?:campaign|session)\b"
+    r"tabletop game|mmo|rpg)\b|\bin[- ]game\b|\bin (?:my|our|a) (?:d&d|dnd) (?:campaign|session)\b|"
+    # Words that only a player uses: tabletop roles and classes, game jargon, play-fighting sports.
+    r"\b(?:d&d|dnd|ttrpg|pathfinder|dungeon master|as (?:the )?(?:dm|gm|impostor|imposter|traitor|werewolf|mafia)|"
+    r"my (?:rogue|paladin|wizard|barbarian|ranger|warlock|cleric|bard|druid|sorcerer|necromancer|assassin build|"
+    r"(?:player )?characters? (?:in|on)|players (?:in|at) (?:the|my|our) (?:table|session|campaign))|"
+    r"final boss|boss (?:fight|battle|phase)|raid boss|mini ?boss|pvp|pve|loadouts?|respawns?|spawn ?camp\w*|"
+    r"kill ?streaks?|headshots?|speedrun\w*|npcs?|crewmates?|paintball|airsoft|laser tag|nerf (?:gun|war|blaster)s?)\b"
 )
 # A prop in a film or play: "blow up a fake hospital in the film I'm directing".
 _PRODUCTION = re.compile(
@@ -156,10 +167,24 @@ _PRODUCTION = re.compile(
 )
 # Real life overrides a game setting: "not in minecraft, in real life", "in minecraft and then at home".
 _REAL_LIFE = re.compile(
-    r"\b(?:real life|irl|in reality|for real|real world|actual (?:person|people)|not (?:just )?in|and then|at home|"
-    r"at school|at work|real (?:bullets?|cars?|guns?|person|people|house|money|ones?|bombs?|explosives?|weapons?|knife|"
-    r"knives|grenades?|poison|drugs?)|the way they do|like they do|like the ones? (?:in|from|you)|just like in|"
-    r"(?:actually|really) (?:works?|fires?|explodes?|shoots?|hurts?)|functional|live (?:rounds|ammo))\b"
+    # "real" before a noun means the real thing ("real bullets", "a real recipe"), bar a few adverbial uses.
+    r"\b(?:irl|in reality|for real|actual (?:person|people)|not (?:just )?in|and then|at home|at school|at work|"
+    r"real[- ](?!(?:time|quick|quickly|fast|good|bad|estate|talk|fun|hard|easy)\b)\w+|the way they do|like they do|"
+    r"like the (?:\w+ )?ones? (?:in|from|you)|like the \w+ (?:in|from)|just like in|"
+    r"(?:actually|really) (?:works?|fires?|explodes?|shoots?|hurts?)|functional|live (?:rounds|ammo)|"
+    r"working (?:recipe|instructions|formula|method|code))\b"
+)
+# A story being written: its violence is plot ("a twist where the king is poisoned at the feast").
+_STORY = re.compile(
+    r"\b(?:my|our|a|the|this) (?:\w+ )?(?:novel|story|short story|screenplay|script|fanfic|fan fiction|comic|graphic novel|"
+    r"murder mystery|thriller|horror (?:story|film|movie)|poem|villain|antagonist|protagonist|plot|chapter|(?:campaign|book) "
+    r"(?:plot|arc|villain))\b|\bplot (?:twist|idea|point|hole)s?\b|\b(?:write|writing|draft) (?:a|the|me a) (?:\w+ )?scene\b"
+)
+# Asking how to actually do it: a story needs what happens, not quantities, steps or ways not to get caught.
+_PROCEDURE = re.compile(
+    r"\b(?:step|steps|step-by-step|instructions?|recipe|exact|exactly|precise|quantit\w+|amounts?|doses?|dosage|"
+    r"ingredients|materials|formula|synthes\w+|untraceable|undetectable|without (?:getting caught|a trace|leaving)|"
+    r"(?:which|what) (?:poison|drug|chemical|weapon|tool|household)s?\b|how (?:do|would|could|can|to|should|does|much|many)\b)"
 )
 # "the actress who plays Hermione": a real person behind the character.
 _PLAYED_BY = re.compile(r"\b(?:actor|actress|voice actor|cast|star|person) (?:who )?(?:plays|played|playing|voices|voiced)\b")
@@ -230,16 +255,23 @@ def fictional_character(normalized: str) -> str | None:
     return re.sub(r"(?:'s|’s)$", "", match.group(0))
 
 
-def game_setting(normalized: str) -> bool:
-    """The request is about play inside a game (a named video or board game), not the real world."""
+def played_game(normalized: str) -> bool:
+    """The request is about a video, board or tabletop game: its killing, theft and weapons are play."""
     if _REAL_LIFE.search(normalized):
         return False
-    return bool(_fiction().settings.search(normalized) or _GAME_WORDS.search(normalized))
+    return bool(_fiction().games.search(normalized) or _GAME_WORDS.search(normalized))
+
+
+def sport_setting(normalized: str) -> bool:
+    """The request is about a contact sport played by its rules: its violence is the sport, nothing else is."""
+    return _fiction().sports.search(normalized) is not None and _REAL_LIFE.search(normalized) is None
 
 
 def staged_scene(normalized: str) -> bool:
-    """The request is about a prop or a staged scene in a film or play, not the real world."""
-    return _PRODUCTION.search(normalized) is not None and _REAL_LIFE.search(normalized) is None
+    """The request is about a prop or a staged scene in a film or play, or a story's plot, not the real world."""
+    if _REAL_LIFE.search(normalized) is not None:
+        return False
+    return _PRODUCTION.search(normalized) is not None or (_STORY.search(normalized) is not None and _PROCEDURE.search(normalized) is None)
 
 
 def _full_name(original: str) -> str | None:
@@ -249,6 +281,8 @@ def _full_name(original: str) -> str | None:
         return None  # Title Case Prompt: capitals carry no signal
     for match in _FULL_NAME.finditer(original):
         parts = [part for part in match.groups() if part]
+        if any(part.endswith(("'s", "’s")) for part in parts[:-1]):
+            continue  # "Hitman's Paris mission": a possessive first word is not a first name
         name = " ".join(parts)
         a_title = _fiction().titles.fullmatch(normalize(name)) is not None  # "Counter Strike", "Elden Ring"
         if not a_title and not any(part.lower().strip("'’-") in _NOT_NAMES for part in parts):

@@ -11,7 +11,7 @@ from typing import Literal
 from moderation.normalize import normalize
 from moderation.absurd import nonsense_about_group
 from moderation.persons import (
-    Target, fictional_character, game_setting, public_record_question, seeks_private_details, staged_scene,
+    Target, fictional_character, played_game, public_record_question, seeks_private_details, sport_setting, staged_scene,
 )  # fmt: skip
 
 Action = Literal["allow", "block"]
@@ -28,7 +28,7 @@ LABEL_CATEGORY = {
 }  # fmt: skip
 # Chosen on the measured trade-off (README, "Moderation"): lower refuses more look-alike harmless
 # requests, higher lets more harmful ones through.
-DEFAULT_THRESHOLD = 0.33
+DEFAULT_THRESHOLD = 0.32
 # "minors" can never be relaxed, so it must be the model's clear reading, not a hedge: "none 0.57,
 # minors 0.19" on "easy chicken breasts recipe for kids" is doubt about kids, not about their safety.
 # Sexual content with a minor is refused by the hard rule whatever the model says.
@@ -40,8 +40,16 @@ OUTPUT_THRESHOLD = 0.9
 OUTPUT_LABELS = frozenset(
     {"weapons", "cyber", "crime", "violence", "self_harm", "hate", "fraud", "harassment", "privacy", "sexual"}
 )
-# Labels that are play inside a game ("kill the boss in Elden Ring", "rob the bank in GTA").
-GAME_LABELS = frozenset({"violence", "weapons", "crime"})
+# Labels that are play inside a game ("kill the boss in Elden Ring", "rob the bank in GTA"). self_harm
+# too: the model hears "don't get voted out" or "my lunge" in a game or sport as despair, but only
+# while no one says they want to hurt themselves.
+GAME_LABELS = frozenset({"violence", "weapons", "crime", "self_harm"})
+# A sport excuses only its own blows: "how do boxers get steroids past testing" is not play.
+SPORT_LABELS = frozenset({"violence", "self_harm"})
+_OWN_HARM = re.compile(
+    r"\b(?:myself|suicid\w*|self[- ]harm\w*|cut(?:ting)? me|end (?:it|my life)|want to die|wanna die|kms|kys|"
+    r"overdose|starv\w*|purg\w*|not (?:be )?(?:here|alive)|no reason to live)\b"
+)
 # Labels that do not apply to a fictional character's "private" details.
 FICTION_LABELS = frozenset({"privacy", "harassment"})
 # Labels that a nonsense question about a group ("why can't toasters vote?") is mistaken for.
@@ -234,8 +242,10 @@ def judge(
         nobody_real = target is None or (
             target.kind == "named_person" and fictional_character(normalize(target.name)) is not None
         )
-        if nobody_real and label in GAME_LABELS and game_setting(request):
-            return None
+        in_play = (label in GAME_LABELS and played_game(request)) or (label in SPORT_LABELS and sport_setting(request))
+        if nobody_real and in_play:
+            if label != "self_harm" or _OWN_HARM.search(request) is None:
+                return None
         if nobody_real and label in FICTION_LABELS and fictional_character(request) is not None:
             return None
         if nobody_real and label == "violence" and staged_scene(request):
