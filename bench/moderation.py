@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moderation import Moderator
+from moderation import Moderator, tuning
 from moderation.classifier import load_exemplars
 
 DEFAULT_EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "moderation" / "dev.jsonl"
@@ -190,7 +190,12 @@ async def main() -> None:
     parser.add_argument("--eval", type=Path, default=DEFAULT_EVAL, help="the unified dev.jsonl")
     parser.add_argument("--limit", type=int, default=0, help="measure on a random sample of N lines")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="tune with another training seed (cached apart): how much is luck"
+    )
     args = parser.parse_args()
+    if args.seed is not None:
+        tuning.SEED = args.seed  # read at training time and part of the cache key
     started = time.perf_counter()
     moderator = await Moderator.load()
     load_s = time.perf_counter() - started
