@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import re
 import sys
@@ -137,8 +138,20 @@ async def probes(moderator: Moderator) -> dict[str, Any]:
             }
             for kind, c in sorted(counts.items())
         }
+        c = counts["all"]
+        report[name]["all"]["fpr_95ci"] = wilson(c["allow_blocked"], c["allow_blocked"] + c["allow_passed"])
         report[name]["contamination"] = contamination(rows)["near_copies"]
     return report
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> list[float]:
+    """The 95% Wilson interval of a rate: a few hundred prompts cannot tell 0.13 from 0.10."""
+    if n == 0:
+        return [0.0, 1.0]
+    rate = hits / n
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    spread = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(centre - spread, 0.0), 3), round(min(centre + spread, 1.0), 3)]
 
 
 def _words(text: str) -> frozenset[str]:
