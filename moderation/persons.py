@@ -186,6 +186,15 @@ _PROCEDURE = re.compile(
     r"ingredients|materials|formula|synthes\w+|untraceable|undetectable|without (?:getting caught|a trace|leaving)|"
     r"(?:which|what) (?:poison|drug|chemical|weapon|tool|household)s?\b|how (?:do|would|could|can|to|should|does|much|many)\b)"
 )
+# A working recipe is real whatever the setting: "in GTA, how do I make meth step by step with household
+# chemicals" asks for the real thing; "how do I craft TNT in Minecraft" does not.
+_RECIPE = re.compile(
+    r"\b(?:step|steps|step-by-step|instructions?|recipe|ingredients|synthes\w+|quantit\w+|amounts?|doses?|formula|"
+    r"household (?:chemicals?|items|products|cleaners)|(?:make|makes|making|build|building|cook|cooking|brew|brewing|mix|"
+    r"mixing|assemble|assembling|3d[- ]print\w*)\s+(?:a |an |some |the |my |your |real )?(?:\w+ )?(?:bombs?|explosives?|"
+    r"ieds?|grenades?|napalm|thermite|meth|methamphetamine|crack|heroin|fentanyl|lsd|mdma|ricin|sarin|anthrax|"
+    r"nerve (?:gas|agents?)|chlorine gas|mustard gas|toxic gas|poisons?|guns?|silencers?|suppressors?|molotovs?))\b"
+)
 # "the actress who plays Hermione": a real person behind the character.
 _PLAYED_BY = re.compile(r"\b(?:actor|actress|voice actor|cast|star|person) (?:who )?(?:plays|played|playing|voices|voiced)\b")
 
@@ -260,6 +269,11 @@ def played_game(normalized: str) -> bool:
     if _REAL_LIFE.search(normalized):
         return False
     return bool(_fiction().games.search(normalized) or _GAME_WORDS.search(normalized))
+
+
+def asks_for_recipe(normalized: str) -> bool:
+    """Steps, ingredients or quantities, or how to make a real weapon or drug: no game or story excuses it."""
+    return _RECIPE.search(normalized) is not None
 
 
 def sport_setting(normalized: str) -> bool:

@@ -11,7 +11,8 @@ from typing import Literal
 from moderation.normalize import normalize
 from moderation.absurd import nonsense_about_group
 from moderation.persons import (
-    Target, fictional_character, played_game, public_record_question, seeks_private_details, sport_setting, staged_scene,
+    Target, asks_for_recipe, fictional_character, played_game, public_record_question, seeks_private_details, sport_setting,
+    staged_scene,
 )  # fmt: skip
 
 Action = Literal["allow", "block"]
@@ -46,6 +47,8 @@ OUTPUT_LABELS = frozenset(
 GAME_LABELS = frozenset({"violence", "weapons", "crime", "self_harm"})
 # A sport excuses only its own blows: "how do boxers get steroids past testing" is not play.
 SPORT_LABELS = frozenset({"violence", "self_harm"})
+# Labels whose real-world recipe a game cannot excuse ("in minecraft, how do I make a pipe bomb").
+RECIPE_LABELS = frozenset({"weapons", "crime"})
 _OWN_HARM = re.compile(
     r"\b(?:myself|suicid\w*|self[- ]harm\w*|cut(?:ting)? me|end (?:it|my life)|want to die|wanna die|kms|kys|"
     r"overdose|starv\w*|purg\w*|not (?:be )?(?:here|alive)|no reason to live)\b"
@@ -242,7 +245,10 @@ def judge(
         nobody_real = target is None or (
             target.kind == "named_person" and fictional_character(normalize(target.name)) is not None
         )
-        in_play = (label in GAME_LABELS and played_game(request)) or (label in SPORT_LABELS and sport_setting(request))
+        recipe = label in RECIPE_LABELS and asks_for_recipe(request)
+        in_play = (label in GAME_LABELS and not recipe and played_game(request)) or (
+            label in SPORT_LABELS and sport_setting(request)
+        )
         if nobody_real and in_play:
             if label != "self_harm" or _OWN_HARM.search(request) is None:
                 return None
