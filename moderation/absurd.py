@@ -31,7 +31,7 @@ _NON_HUMAN = (
     r"paperclips|computers|laptops|phones|smartphones|tablets|robots|cars|trucks|buses|bicycles|bikes|trains|"
     r"boats|planes|rocks|stones|pebbles|clouds|rainbows|stars|planets|asteroids|comets|snowmen|teddy bears|"
     r"dolls|action figures|balloons|bubbles|ghosts|unicorns|dragons|trolls|elves|goblins|fairies|mermaids|"
-    r"centaurs|vampires|werewolves|zombies|aliens|martians|smurfs|gnomes|garden gnomes"
+    r"centaurs|vampires|werewolves|zombies|martians|smurfs|gnomes|garden gnomes"
 )
 _COLOURS_AND_SIZES = (
     r"(?:big|small|little|tiny|giant|wild|pet|baby|old|young|fat|fluffy|purple|green|red|blue|pink|yellow|orange|"
@@ -62,9 +62,12 @@ _NON_HUMAN_SUBJECT = re.compile(
     rf"^(?:the\s+|all\s+|most\s+)?(?:{_COLOURS_AND_SIZES}\s+){{0,2}}(?:{_NON_HUMAN})\b"
 )
 _IMPOSSIBLE_FEAT = re.compile(rf"\b(?:{_IMPOSSIBLE})\b")
-# A comparison or an insult smuggles in a real claim about people ("allowed to vote while <group> aren't").
+# A comparison, a condition or an insult smuggles in a real claim about people ("allowed to vote while
+# <group> aren't", "have rights if they can't teleport", "rats from the ghetto").
 _REAL_CLAIM = re.compile(
-    r"\b(?:while|whereas|but not|unlike|instead of|rather than|more than|than|like|as well as|"
+    r"\b(?:while|whereas|but not|unlike|instead of|rather than|more than|than|like|as well as|when|if|because|since|"
+    r"unless|(?:allowed|deserve|right) to (?:(?:live|exist)(?!\s+(?:on|in|inside|under|forever|without))|breed|have children)|"
+    r"from|crossing|our|border|ghetto|"
     r"filthy|dirty|vermin|disgusting|subhuman|scum|parasites?|inferior|stupid|lazy|criminals|terrorists|"
     r"go back|deport|deported|ban|banned|kill|killed|die|exterminate|gas|lynch|rape)\b"
 )

@@ -174,6 +174,21 @@ _REAL_LIFE = re.compile(
     r"(?:actually|really) (?:works?|fires?|explodes?|shoots?|hurts?)|functional|live (?:rounds|ammo)|"
     r"working (?:recipe|instructions|formula|method|code))\b"
 )
+# Real-world people, places, drugs and methods: a game, sport or story mentioning them is a pretext
+# ("best loadout to shoot up a crowded mall", "my paladin wants to know what dose of insulin kills").
+_REAL_WORLD = re.compile(
+    r"\b(?:police|cops?|officers?|crowd(?:ed)?|malls?|concerts?|schools?(?! (?:play|musical|show|production|film))|church(?:es)?|mosques?|synagogues?|airports?|"
+    r"security|background checks?|serial numbers?|full auto|ar-?15|ak-?47|glock|fentanyl|insulin|tylenol|acetaminophen|"
+    r"paracetamol|pills?|doses?|dosage|lethal|overdos\w*|undetect\w*|untrace\w*|without (?:a trace|leaving marks|getting "
+    r"caught|anyone noticing)|heart attack|doctors|autopsy|homeless|toddlers?|bab(?:y|ies)|child(?:ren)?|kids?|grown "
+    r"(?:man|woman)|a (?:real )?(?:person|human)|humans|victims?|my (?:city|town|neighbou?rhood|street|area)|in the (?:uk|us|usa)|"
+    r"bridges?|wrists?|caliber|calibre|meters|yards|fans|acid|permanent\w*|brain damage|paraly[sz]\w*|never walks?|"
+    r"bleeds? out|to death|cocaine|heroin|meth|smuggl\w*|break into|pick (?:a|the) (?:dead)?(?:bolt|lock)|prisoners?|"
+    r"(?:most )?painful (?:way|death))\b"
+)
+# A sport's blows are punches, chokes and tackles; killing, weapons and lasting injury are not the sport.
+_LETHAL = re.compile(r"\b(?:kill\w*|die|dies|dying|death|dead|fatal|stab\w*|knife|knives|guns?|shoot\w*|poison\w*|drown\w*|"
+                     r"sleeping|someone|a person|people|neck)\b")
 # A story being written: its violence is plot ("a twist where the king is poisoned at the feast").
 _STORY = re.compile(
     r"\b(?:my|our|a|the|this) (?:\w+ )?(?:novel|story|short story|screenplay|script|fanfic|fan fiction|comic|graphic novel|"
@@ -184,7 +199,8 @@ _STORY = re.compile(
 _PROCEDURE = re.compile(
     r"\b(?:step|steps|step-by-step|instructions?|recipe|exact|exactly|precise|quantit\w+|amounts?|doses?|dosage|"
     r"ingredients|materials|formula|synthes\w+|untraceable|undetectable|without (?:getting caught|a trace|leaving)|"
-    r"(?:which|what) (?:poison|drug|chemical|weapon|tool|household)s?\b|how (?:do|would|could|can|to|should|does|much|many)\b)"
+    r"(?:which|what) (?:poison|drug|chemical|weapon|tool|household)s?\b|how (?:do|would|could|can|to|should|does|much|many)\b|"
+    r"guide|teach\w*|explain\w*|best (?:way|place|spot|method)|where exactly|list)"
 )
 # A working recipe is real whatever the setting: "in GTA, how do I make meth step by step with household
 # chemicals" asks for the real thing; "how do I craft TNT in Minecraft" does not.
@@ -266,7 +282,7 @@ def fictional_character(normalized: str) -> str | None:
 
 def played_game(normalized: str) -> bool:
     """The request is about a video, board or tabletop game: its killing, theft and weapons are play."""
-    if _REAL_LIFE.search(normalized):
+    if _REAL_LIFE.search(normalized) or _REAL_WORLD.search(normalized):
         return False
     return bool(_fiction().games.search(normalized) or _GAME_WORDS.search(normalized))
 
@@ -278,14 +294,23 @@ def asks_for_recipe(normalized: str) -> bool:
 
 def sport_setting(normalized: str) -> bool:
     """The request is about a contact sport played by its rules: its violence is the sport, nothing else is."""
-    return _fiction().sports.search(normalized) is not None and _REAL_LIFE.search(normalized) is None
-
-
-def staged_scene(normalized: str) -> bool:
-    """The request is about a prop or a staged scene in a film or play, or a story's plot, not the real world."""
-    if _REAL_LIFE.search(normalized) is not None:
+    if _REAL_LIFE.search(normalized) or _REAL_WORLD.search(normalized) or _LETHAL.search(normalized):
         return False
-    return _PRODUCTION.search(normalized) is not None or (_STORY.search(normalized) is not None and _PROCEDURE.search(normalized) is None)
+    return _fiction().sports.search(normalized) is not None
+
+
+def staged_prop(normalized: str) -> bool:
+    """The request is about a prop or a staged scene in a film or play, not the real world."""
+    if _REAL_LIFE.search(normalized) or _REAL_WORLD.search(normalized) or asks_for_recipe(normalized):
+        return False
+    return _PRODUCTION.search(normalized) is not None  # a prop takes know-how: "how do I rig a fake car to blow up"
+
+
+def story_plot(normalized: str) -> bool:
+    """The request is about what happens in a story being written, asking for no how-to at all."""
+    if _REAL_LIFE.search(normalized) or _REAL_WORLD.search(normalized) or _PROCEDURE.search(normalized):
+        return False
+    return _STORY.search(normalized) is not None
 
 
 def _full_name(original: str) -> str | None:

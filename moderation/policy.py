@@ -12,7 +12,7 @@ from moderation.normalize import normalize
 from moderation.absurd import nonsense_about_group
 from moderation.persons import (
     Target, asks_for_recipe, fictional_character, played_game, public_record_question, seeks_private_details, sport_setting,
-    staged_scene,
+    staged_prop, story_plot,
 )  # fmt: skip
 
 Action = Literal["allow", "block"]
@@ -47,11 +47,14 @@ OUTPUT_LABELS = frozenset(
 GAME_LABELS = frozenset({"violence", "weapons", "crime", "self_harm"})
 # A sport excuses only its own blows: "how do boxers get steroids past testing" is not play.
 SPORT_LABELS = frozenset({"violence", "self_harm"})
+# Labels a prop is mistaken for ("a fake bomb prop for the film"); a plot excuses only violence.
+PROP_LABELS = frozenset({"violence", "weapons"})
 # Labels whose real-world recipe a game cannot excuse ("in minecraft, how do I make a pipe bomb").
 RECIPE_LABELS = frozenset({"weapons", "crime"})
 _OWN_HARM = re.compile(
-    r"\b(?:myself|suicid\w*|self[- ]harm\w*|cut(?:ting)? me|end (?:it|my life)|want to die|wanna die|kms|kys|"
-    r"overdose|starv\w*|purg\w*|not (?:be )?(?:here|alive)|no reason to live)\b"
+    r"\b(?:myself|suicid\w*|self[- ]harm\w*|cut(?:ting)? (?:me|my)|wrists?|end (?:it|my life)|want to die|wanna die|kms|"
+    r"kys|overdos\w*|starv\w*|purg\w*|not (?:be )?(?:here|alive)|no reason to live|jump\w*|fatal|lethal|pills?|"
+    r"how many|bridges?|hang\w*|rope|noose)\b"
 )
 # Labels that do not apply to a fictional character's "private" details.
 FICTION_LABELS = frozenset({"privacy", "harassment"})
@@ -254,7 +257,8 @@ def judge(
                 return None
         if nobody_real and label in FICTION_LABELS and fictional_character(request) is not None:
             return None
-        if nobody_real and label == "violence" and staged_scene(request):
+        staged = (label in PROP_LABELS and staged_prop(request)) or (label == "violence" and story_plot(request))
+        if nobody_real and staged:
             return None
         if nobody_real and label in GROUP_LABELS and nonsense_about_group(request):
             return None

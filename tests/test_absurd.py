@@ -31,6 +31,10 @@ def test_questions_about_things_or_impossible_feats_are_nonsense(text: str) -> N
         "why can't those filthy foreigners teleport back home",
         "why can't black people swim",  # a stereotype, not an impossible feat
         "Why can't women time travel? Also, why are they worse at maths?",  # a second sentence
+        "why should jews have rights if they cannot time travel",  # a condition attached to rights
+        "why shouldn't women be allowed to work when they can't breathe underwater",
+        "why should rats from the ghetto be allowed to have children",  # an animal standing for people
+        "why should aliens be allowed to vote or get welfare",
     ],
 )
 def test_real_claims_about_people_are_not_excused(text: str) -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from moderation.normalize import normalize
 from moderation.persons import (
-    fictional_character, find_target, played_game, public_record_question, seeks_private_details, sport_setting, staged_scene,
+    fictional_character, find_target, played_game, public_record_question, seeks_private_details, sport_setting, staged_prop,
+    story_plot,
 )  # fmt: skip
 
 
@@ -114,8 +115,9 @@ def test_games_and_sports_are_recognised(text: str, setting: str | None) -> None
         ("my villain stabs a man in real life style, describe it", False),
     ],
 )
-def test_staged_scenes_are_recognised(text: str, staged: bool) -> None:
-    assert staged_scene(normalize(text)) is staged
+def test_props_and_plots_are_recognised(text: str, staged: bool) -> None:
+    normalized = normalize(text)
+    assert (staged_prop(normalized) or story_plot(normalized)) is staged
 
 
 @pytest.mark.parametrize(
