@@ -10,10 +10,8 @@ from typing import Literal
 
 from moderation.normalize import normalize
 from moderation.absurd import nonsense_about_group
-from moderation.persons import (
-    Target, asks_for_recipe, fictional_character, played_game, public_record_question, seeks_private_details, sport_setting,
-    staged_prop, story_plot,
-)  # fmt: skip
+from moderation.persons import Target, fictional_character, public_record_question, seeks_private_details
+from moderation.play import asks_for_recipe, played_game, sport_setting, staged_prop, story_plot
 
 Action = Literal["allow", "block"]
 Kind = Literal["chat", "image", "music", "output"]
