@@ -70,9 +70,14 @@ _RECIPE = re.compile(
 )
 
 
+def _real(normalized: str) -> bool:
+    """Real life or real-world people, places, drugs or methods: no setting excuses them."""
+    return _REAL_LIFE.search(normalized) is not None or _REAL_WORLD.search(normalized) is not None
+
+
 def played_game(normalized: str) -> bool:
     """The request is about a video, board or tabletop game: its killing, theft and weapons are play."""
-    if _REAL_LIFE.search(normalized) or _REAL_WORLD.search(normalized):
+    if _real(normalized):
         return False
     return bool(fiction().games.search(normalized) or _GAME_WORDS.search(normalized))
 
@@ -84,20 +89,20 @@ def asks_for_recipe(normalized: str) -> bool:
 
 def sport_setting(normalized: str) -> bool:
     """The request is about a contact sport played by its rules: its violence is the sport, nothing else is."""
-    if _REAL_LIFE.search(normalized) or _REAL_WORLD.search(normalized) or _LETHAL.search(normalized):
+    if _real(normalized) or _LETHAL.search(normalized):
         return False
     return fiction().sports.search(normalized) is not None
 
 
 def staged_prop(normalized: str) -> bool:
     """The request is about a prop or a staged scene in a film or play, not the real world."""
-    if _REAL_LIFE.search(normalized) or _REAL_WORLD.search(normalized) or asks_for_recipe(normalized):
+    if _real(normalized) or asks_for_recipe(normalized):
         return False
     return _PRODUCTION.search(normalized) is not None  # a prop takes know-how: "how do I rig a fake car to blow up"
 
 
 def story_plot(normalized: str) -> bool:
     """The request is about what happens in a story being written, asking for no how-to at all."""
-    if _REAL_LIFE.search(normalized) or _REAL_WORLD.search(normalized) or _PROCEDURE.search(normalized):
+    if _real(normalized) or _PROCEDURE.search(normalized):
         return False
     return _STORY.search(normalized) is not None
