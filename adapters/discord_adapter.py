@@ -230,4 +230,9 @@ class DiscordAdapter:
         if not isinstance(channel, discord.abc.Messageable):
             log.warning("the moderation log channel %s is not a text channel the bot can see", self.settings.log_channel)
             return
+        home = getattr(getattr(channel, "guild", None), "id", None)
+        workspace = event.message.conversation.workspace
+        if workspace and home is not None and workspace != str(home):
+            # Another server's users and words are not this server's admins' business; the store keeps them.
+            return
         await channel.send(format_event(event)[:MESSAGE_LIMIT], allowed_mentions=discord.AllowedMentions.none())

@@ -173,6 +173,28 @@ def contamination(rows: list[dict[str, Any]], overlap: float = 0.8) -> dict[str,
     return {"overlap_at_least": overlap, "near_copies": len(copies), "examples": copies[:10]}
 
 
+async def loop_stall_ms(moderator: Moderator, texts: list[str], chars: int = 4000) -> float:
+    """The longest the event loop went unserved while 4,000-character messages were checked: other chats wait that long."""
+    long_text = " ".join(texts)[:chars]
+    loop = asyncio.get_running_loop()
+    worst, checking = 0.0, True
+
+    async def ticker() -> None:
+        nonlocal worst
+        last = loop.time()
+        while checking:
+            await asyncio.sleep(0.001)
+            now = loop.time()
+            worst, last = max(worst, now - last - 0.001), now
+
+    task = asyncio.create_task(ticker(), name="bench-ticker")
+    for offset in range(10):
+        await moderator.check(long_text[offset:] + long_text[:offset], "chat")  # no two alike: no cache helps
+    checking = False
+    await task
+    return round(worst * 1000, 1)
+
+
 async def speed(moderator: Moderator, texts: list[str]) -> dict[str, Any]:
     """Single-message latency (one at a time) and batched throughput (many at once)."""
     for text in texts[:10]:
@@ -194,6 +216,7 @@ async def speed(moderator: Moderator, texts: list[str]) -> dict[str, Any]:
             "max": round(latencies[-1], 2),
         },
         "throughput_msgs_per_s": round(len(many) / elapsed, 1),
+        "loop_stall_ms_4000_chars": await loop_stall_ms(moderator, texts),
     }
 
 

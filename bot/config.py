@@ -171,6 +171,10 @@ def _check_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
     return thresholds
 
 
+# What Message.conversation.scope is for a server or workspace ("console" and "memory" for local runs).
+_SCOPE = re.compile(r"discord:\d+|slack:[A-Z0-9]+|(?:console|memory):[\w.-]+")
+
+
 class ServerPolicySection(Strict):
     """One server's (scope's) departures from the default policy."""
 
@@ -203,6 +207,18 @@ class ModerationSection(Strict):
 
     _actions = field_validator("actions")(_check_actions)
     _thresholds = field_validator("thresholds")(_check_thresholds)
+
+    @field_validator("servers")
+    @classmethod
+    def _scopes(cls, servers: dict[str, ServerPolicySection]) -> dict[str, ServerPolicySection]:
+        for scope in servers:
+            # A bare "1234" would silently match nothing: an admin would think strict mode was on.
+            if not _SCOPE.fullmatch(scope):
+                raise ValueError(
+                    f"{scope!r} is not a server; write \"discord:<guild id>\" (e.g. \"discord:1234567890\") "
+                    "or \"slack:<team id>\" (e.g. \"slack:T0123ABCD\")"
+                )
+        return servers
 
     @field_validator("examples")
     @classmethod

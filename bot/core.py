@@ -34,6 +34,7 @@ from bot.errors import (
 )
 from bot.jobs import Job, Runner, Scheduler
 from bot.messages import Artifact, ConversationKey, Message
+from bot.recent import RecentRequests
 from bot.store import ConversationStore, StoredTurn
 from moderation import Kind as ModerationKind
 from moderation import Moderator, Verdict
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # Messages prepared (store, moderation) at once; the rest wait their turn in arrival order.
 ADMISSION_LIMIT = 16
+# How long streamed text may wait for its output check: a check per word would cost a classifier run
+# per word, and the platforms show edits about once a second anyway.
+OUTPUT_CHECK_INTERVAL_S = 0.5
 
 
 def _recent_user_turns(history: Sequence[StoredTurn], user_key: str, count: int) -> list[str]:
@@ -82,6 +86,7 @@ class Bot:
         self.statuses = statuses
         self.moderator = moderator
         self.enforcement = Enforcement(store, config.moderation)
+        self.recent = RecentRequests(config.moderation.context_turns)
         varies = frozenset({"image"} if getattr(image, "supports_variations", False) else ())
         self.jobs = Scheduler(store, config.jobs, self._runners(), varies)
         # Adapters register how to reach a conversation of their platform, for jobs resumed after a restart.
@@ -202,8 +207,8 @@ class Bot:
         async with self._admission:
             conversation = await self.store.conversation(message.conversation)
             history = await self.store.history(conversation.id, self.config.bot.history_messages)
-            context = _recent_user_turns(history, message.user_key, self.config.moderation.context_turns)
-            await self._moderate(message, text, "chat", context)
+            await self._moderate(message, text, "chat", self._context(message, history))
+            self.recent.add(message.user_key, message.conversation, text)
             await self.store.touch_user(message.user_key, message.author.name)
             turn_id = await self.store.add_turn(conversation.id, "user", text, message.user_key, None, message.id or None)
 
@@ -216,8 +221,12 @@ class Bot:
         )
         await self.notice_fallback(message, reply)
         options = TextOptions(max_tokens=self.config.bot.reply_tokens, scope=message.conversation.scope)
-        answer = await reply.stream(self._guarded(backend.stream(prompt, options)))
-        if not answer.strip():
+        refused: RequestRefused | None = None
+        try:
+            answer = await reply.stream(self._checked(message, self._guarded(backend.stream(prompt, options))))
+        except RequestRefused as error:
+            refused, answer = error, ""
+        if refused is None and not answer.strip():
             raise BackendFailed("The model gave an empty answer; try rephrasing your message.")
 
         # Learn only after answering, or the bot parrots the message straight back. The store
@@ -226,14 +235,32 @@ class Bot:
         if self._learner is not None:
             await self._learner.learn([(message.conversation.scope, text)])
             learned_id = turn_id
-        try:
-            await self._moderate(message, answer, "output", ())
-        except RequestRefused as refused:
+        if refused is not None:
             if learned_id is not None:
                 await self.store.mark_learned(learned_id)
-            await reply.edit(refused.user_message)
+            await reply.edit(refused.user_message)  # the checked part shown so far gives way to the refusal
             return
         await self.store.add_turn(conversation.id, "assistant", answer, None, message.user_key, learned_id=learned_id)
+
+    async def _checked(self, message: Message, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+        """Pass the model's text on only after output moderation has read it (all of it so far).
+
+        Checking every token would cost a classifier run per word; checking only the finished text
+        would show a harmful answer while it streams. So text is held back at most
+        OUTPUT_CHECK_INTERVAL_S, and each release is judged together with what was already shown.
+        """
+        clock = asyncio.get_running_loop().time
+        shown, pending, last_check = "", "", clock()
+        async for chunk in chunks:
+            pending += chunk
+            if pending.strip() and clock() - last_check >= OUTPUT_CHECK_INTERVAL_S:
+                await self._moderate(message, shown + pending, "output", ())
+                released, shown, pending = pending, shown + pending, ""
+                yield released
+                last_check = clock()  # the adapter's own pacing while suspended is not model time
+        if pending:
+            await self._moderate(message, shown + pending, "output", ())
+            yield pending
 
     async def _channel_persona(self, key: ConversationKey) -> str | None:
         """A persona an admin set for the whole channel (its thread-less key), which its threads and chains inherit."""
@@ -274,23 +301,30 @@ class Bot:
             if closer is not None:
                 await closer()
 
-    async def moderate_request(self, message: Message, text: str, kind: ModerationKind) -> None:
-        """Check a generation request with the user's recent turns in this conversation; raise if refused."""
-        turns = self.config.moderation.context_turns
-        context: list[str] = []
-        if turns:
+    async def moderate_request(self, message: Message, text: str, kind: ModerationKind, *, remember: bool = True) -> None:
+        """Check a generation request with the user's recent requests here; raise if refused.
+
+        `remember=False` for a reading of the request that is not the user's own words.
+        """
+        history: list[StoredTurn] = []
+        if self.config.moderation.context_turns:
             conversation = await self.store.conversation(message.conversation)
-            history = await self.store.history(conversation.id, turns * 4)
-            context = _recent_user_turns(history, message.user_key, turns)
-        await self._moderate(message, text, kind, context)
+            history = await self.store.history(conversation.id, self.config.bot.history_messages)
+        await self._moderate(message, text, kind, self._context(message, history))
+        if remember:
+            self.recent.add(message.user_key, message.conversation, text)
+
+    def _context(self, message: Message, history: Sequence[StoredTurn]) -> list[str]:
+        """The user's recent requests in this channel (any command) and turns in this conversation, newest first."""
+        turns = self.config.moderation.context_turns
+        recent = [*self.recent.get(message.user_key, message.conversation), *_recent_user_turns(history, message.user_key, turns)]
+        return list(dict.fromkeys(recent))[:turns]
 
     async def _moderate(self, message: Message, text: str, kind: ModerationKind, context: Sequence[str]) -> Verdict | None:
         """Run moderation and record the decision; refuse when it cannot run or when it blocks."""
-        if not self.moderator.enabled:
-            return None
         if kind != "output":
             self.enforcement.check_cooldown(message.user_key)
-        if not self.moderator.available:
+        if self.moderator.enabled and not self.moderator.available:
             raise ModerationUnavailable()
         verdict = await self.moderator.check(
             text,
@@ -331,6 +365,7 @@ class Bot:
     async def forget(self, user_key: str) -> str:
         """Delete what is stored about a user, unlearn their words, and say what was removed."""
         await self.jobs.cancel_all(user_key)
+        self.recent.forget(user_key)
         texts = await self.store.learned_texts_by(user_key)
         if self._learner is not None and texts:
             await self._learner.forget(texts)

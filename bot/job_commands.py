@@ -26,7 +26,7 @@ async def submit(bot: Bot, message: Message, reply: Reply, kind: JobKind, params
     await bot.moderate_request(message, params["prompt"], kind)
     if removes_clothing(params.get("negative", "")):
         # "--negative clothes" asks for a nude picture: judge the prompt as the request it becomes.
-        await bot.moderate_request(message, f"{params['prompt']}, nude, naked", kind)
+        await bot.moderate_request(message, f"{params['prompt']}, nude, naked", kind, remember=False)
     await bot.notice_fallback(message, reply, kind)
     # The scheduler itself tells the user the job is queued, before any update can overtake that.
     await bot.jobs.submit(kind, message.user_key, str(message.conversation), message.id or None, params, reply)

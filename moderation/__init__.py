@@ -15,7 +15,7 @@ from moderation.classifier import Classifier, describe_probabilities
 from moderation.figurative import plain_reading
 from moderation.normalize import normalize
 from moderation.persons import Target, find_target
-from moderation.policy import OUTPUT_REFUSAL, Kind, Policy, judge, refusal
+from moderation.policy import OUTPUT_REFUSAL, Kind, Policy, judge, minor_sexual, refusal
 
 __all__ = ["Kind", "Moderator", "Policy", "Verdict"]
 
@@ -137,12 +137,25 @@ class Moderator:
         mentions: Sequence[str] = (),
         with_attachment: bool = False,
     ) -> Verdict:
-        """Judge `text` (with the user's recent turns, newest first, as `context`) for `kind` of generation."""
+        """Judge `text` (with the user's recent turns, newest first, as `context`) for `kind` of generation.
+
+        Reading and judging run in a worker thread like the model does: a 4,000-character message
+        takes tens of milliseconds of regular expressions, which would stall every other chat.
+        """
+        if not self.enabled:
+            return await asyncio.to_thread(self._rules_only, text, kind, context)
         if self._batcher is None or not self.available:
             raise RuntimeError("moderation is not available")
         policy = self.policy_for(scope)
+        normalized, own, candidates = await asyncio.to_thread(self._candidates, text, kind, context, mentions, with_attachment)
+        probabilities = await self._batcher.classify([candidate for candidate, _, _ in candidates])
+        return await asyncio.to_thread(self._decide, normalized, own, candidates, probabilities, kind, policy, nsfw)
+
+    def _candidates(
+        self, text: str, kind: Kind, context: Sequence[str], mentions: Sequence[str], with_attachment: bool
+    ) -> tuple[str, Target | None, list[tuple[str, Target | None, float]]]:
+        """The normalised request, its own target, and each text to judge: (text, whose person counts, margin)."""
         normalized = normalize(text)
-        # Each candidate: (text judged, whose person counts, how much surer the classifier must be).
         own = None if kind == "output" else find_target(text, normalized, mentions, with_attachment)
         candidates = [
             (window, own, SHORT_MARGIN if len(window.split()) <= SHORT_WORDS else (0.0 if at == 0 else PIECE_MARGIN))
@@ -152,7 +165,19 @@ class Moderator:
             # A request split over messages is judged as one, newest words kept when it is long.
             joined = plain_reading(normalize(" ".join([*reversed(context), text])))[-WINDOW_CHARS:]
             candidates.append((joined, own or find_target(" ".join(context)), CONTEXT_MARGIN))
-        probabilities = await self._batcher.classify([candidate for candidate, _, _ in candidates])
+        return normalized, own, candidates
+
+    def _decide(
+        self,
+        normalized: str,
+        own: Target | None,
+        candidates: Sequence[tuple[str, Target | None, float]],
+        probabilities: Sequence[Mapping[str, float]],
+        kind: Kind,
+        policy: Policy,
+        nsfw: bool,
+    ) -> Verdict:
+        """The verdict: the most specific refusal among the candidates, else an allow with the worst score."""
         findings = []
         for (candidate, target, margin), probs in zip(candidates, probabilities, strict=True):
             finding = judge(candidate, probs, target, kind, policy, nsfw, margin=margin, request=normalized)
@@ -164,6 +189,15 @@ class Moderator:
         worst = max(probabilities, key=lambda probs: 1.0 - probs.get("none", 1.0))
         score = max(1.0 - worst.get("none", 1.0), 0.0)
         return Verdict("allow", target=str(own) if own else None, score=score, reasons=(describe_probabilities(worst),))
+
+    def _rules_only(self, text: str, kind: Kind, context: Sequence[str]) -> Verdict:
+        """With moderation disabled in config: no classifier, but sexual content with minors is still refused."""
+        normalized = normalize(text)
+        joined = normalize(" ".join([*reversed(context), text])) if context else normalized
+        if minor_sexual(normalized) or minor_sexual(joined):
+            message = OUTPUT_REFUSAL.format(why="minors") if kind == "output" else refusal("minors", "minors", None)
+            return Verdict("block", "minors", score=1.0, reasons=("minors",), message=message)
+        return Verdict("allow", reasons=("moderation is disabled in config; only the minors rule ran",))
 
     def _verdict(
         self,
@@ -188,7 +222,7 @@ class Moderator:
     def describe(self) -> str:
         """One line for /status."""
         if not self.enabled:
-            return "moderation: disabled in config"
+            return "moderation: disabled in config (only the rule against sexual content with minors runs)"
         if self.classifier is None:
             return f"moderation: NOT RUNNING, so generation is refused ({self.problem or 'model not loaded'})"
         return f"moderation: {self.classifier.encoder.name} classifier, {len(self.classifier.labels)} labels, top layers tuned on our exemplars"

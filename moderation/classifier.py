@@ -78,7 +78,12 @@ def load_exemplars(directory: Path = EXEMPLARS_DIR, extra: Mapping[str, Sequence
             pairs.setdefault(str(text).strip(), "none")
     for label, texts in (extra or {}).items():
         for text in texts:
-            pairs[str(text).strip()] = label  # an admin's example overrides ours
+            key = str(text).strip()
+            if pairs.get(key) == "minors" and label != "minors":
+                # The minors policy is not configurable, so neither is what the model learns of it.
+                log.warning("an admin example relabels one of the project's minors examples as %s; ignored", label)
+                continue
+            pairs[key] = label  # an admin's example overrides ours
     # Read as requests are read at run time; the digest then covers the idiom list's effect too.
     texts = tuple(_reading(text) for text in pairs)
     return Exemplars(texts, tuple(pairs.values()))

@@ -16,6 +16,10 @@ _HOMOGLYPHS = str.maketrans(
         "ԁ": "d", "ԛ": "q", "ԝ": "w", "ɡ": "g", "ո": "n", "ս": "u",
         "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
         "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w", "ϲ": "c", "ѵ": "v", "ɩ": "i", "ı": "i",
+        # Capitals, mapped before case folding: lowercased, "ΝUDΕ" would become "νude" → "vude".
+        "Α": "a", "Β": "b", "Ε": "e", "Ζ": "z", "Η": "h", "Ι": "i", "Κ": "k", "Μ": "m", "Ν": "n", "Ο": "o",
+        "Ρ": "p", "Τ": "t", "Υ": "y", "Χ": "x", "А": "a", "В": "b", "Е": "e", "К": "k", "М": "m", "Н": "h",
+        "О": "o", "Р": "p", "С": "c", "Т": "t", "У": "y", "Х": "x", "Ѕ": "s", "І": "i", "Ј": "j",
     }
 )  # fmt: skip
 _PUNCTUATION = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "“": '"', "”": '"', "\u3164": " ", "\u2800": " ", "\u115f": " ", "\u1160": " "})
@@ -126,7 +130,7 @@ def normalize(text: str) -> str:
     """The form every judgement is made on: plain lowercase Latin words, evasion undone."""
     text = unicodedata.normalize("NFKC", text).translate(_PUNCTUATION)
     text = _strip_invisible(text)
-    text = _unhomoglyph(text.casefold().translate(_SMALL_CAPS))
+    text = _unhomoglyph(text.translate(_SMALL_CAPS)).casefold()
     text = _LEETY_WORD.sub(lambda m: m.group(0).translate(_LEET), text)
     text = _DOTTED.sub(lambda m: re.sub(r"[ .\-_*·•]", "", m.group(0)), text)
     text = _SPACED.sub(_join_spaced, text)

@@ -31,6 +31,16 @@ _RELATION = (
 )
 # "my coworker", not "my son's bedroom" (the person is not what is depicted there).
 _RELATIVE = re.compile(rf"\b(?:my|our)\s+(?:\w+\s+)?(?:{_RELATION})s?\b(?!'s|’s)")
+# "my sister's texts", "my neighbour's wife": a fake of what is theirs, or of the person they are close to.
+_PERSONAL = (
+    r"texts?|messages?|dms?|emails?|chats?|name|accounts?|face|voice|body|photos?|pictures?|pics?|selfies?|nudes?|"
+    r"number|phone|address|passwords?|profile|instagram|facebook|snapchat|tiktok|reputation|signature|handwriting|"
+    r"passport|medical records?|diary|search history|browsing history|location|bank account|bank statement|credit card"
+)
+_RELATIVE_OWNED = re.compile(
+    rf"\b(?:my|our)\s+(?:\w+\s+)?(?:{_RELATION})s?(?:'s|’s|s')\s+(?:(?:new|best|own|real|private)\s+)?"
+    rf"(?:(?P<person>{_RELATION})s?|{_PERSONAL})\b"
+)
 _DESCRIBED = re.compile(
     r"\b(?:girl|boy|woman|man|guy|lady|dude|chick|person|kid|teen)\s+"
     r"(?:i\s+(?:know|met|like|saw)|next door|down the street|(?:from|at|in)\s+(?:my|our|the)\s+"
@@ -237,6 +247,13 @@ def _full_name(original: str) -> str | None:
     return None
 
 
+def _owner(owned: re.Match[str]) -> str:
+    """ "my neighbour's wife" is about the wife; "my sister's texts" is about my sister."""
+    if owned.group("person"):
+        return owned.group(0)
+    return re.split(r"'s\b|’s\b|s'(?=\s)", owned.group(0), maxsplit=1)[0] + ("s" if "s' " in owned.group(0) else "")
+
+
 def find_target(
     text: str, normalized: str | None = None, mentions: Sequence[str] = (), with_attachment: bool = False
 ) -> Target | None:
@@ -255,6 +272,9 @@ def find_target(
         relative = None  # "my neighbor Totoro": the character, not a neighbour
     if relative is not None:
         return Target("private_person", relative.group(0))
+    owned = _RELATIVE_OWNED.search(normalized)
+    if owned is not None:
+        return Target("private_person", _owner(owned))
     if with_attachment or _PICTURED.search(normalized):
         return Target("pictured_person", "the person in the photo")
     if _DESCRIBED.search(normalized):

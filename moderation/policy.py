@@ -58,6 +58,15 @@ _OWN_HARM = re.compile(
 FICTION_LABELS = frozenset({"privacy", "harassment"})
 # Labels that a nonsense question about a group ("why can't toasters vote?") is mistaken for.
 GROUP_LABELS = frozenset({"hate", "harassment"})
+# What a picture or a song could expose about someone: a picture of a person discloses nothing
+# private by itself ("a cartoon of my coworker at her desk"), but one of their documents, home or
+# messages can.
+_PRIVATE_DATA = re.compile(
+    r"\b(?:address\w*|(?:phone )?numbers?|passports?|id cards?|ids|licen[cs]e|ssn|social security|passwords?|bank\w*|"
+    r"credit cards?|medical|diagnos\w*|records?|location|lives?|living|home|house|apartment|flat|street|schedule|"
+    r"routine|route|documents?|texts?|messages?|dms?|emails?|chats?|screenshots?|nudes?|tax\w*|salary|browsing|"
+    r"search history|diary|license plate|plates?|car|workplace|where)\b"
+)
 # In an opted-in NSFW channel, cues that a realistic explicit picture shows a particular person.
 _SOMEONE_CUES = re.compile(
     r"\b(?:from|at|in) (?:work|accounting|the office|school|college|class|my \w+|the gym|next door)\b|"
@@ -262,6 +271,10 @@ def judge(
             return None
         if target is not None and target.kind == "public_figure" and label == "privacy" and public_record_question(request):
             return None
+        if label == "privacy" and kind in ("image", "music") and _PRIVATE_DATA.search(request) is None:
+            # The model hears "my coworker" in a picture request as a threat to her privacy; a picture
+            # reveals nothing private, so only the person rules below (nudity, fakes, voices) apply.
+            label = "none"
     if kind == "output":
         if label == "sexual" and nsfw and policy.allow_nsfw:
             return None

@@ -12,6 +12,14 @@ from bot.messages import Artifact, Turn
 from moderation import Kind, Moderator, Verdict
 
 
+# A long harmless answer for streaming tests. Made-up tokens ("w0 w1 … w29") read to the output check
+# as a list of ids or codes, which it may refuse as private data.
+STORY = (
+    "once upon a time a small fox lived by the river and every morning it ran along the bank to watch the sun "
+    "rise over the hills and sing a happy song until the birds woke up and joined in with the fox"
+)
+
+
 class QueuedTextBackend:
     """A TextBackend whose replies are queued by the test; it records every prompt it was given.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,26 @@ def test_unknown_key_is_rejected_with_its_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert f"{path}: adapters.discord.tokn_env: unknown key" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("moderation", "path"),
+    [
+        ({"cooldwn": {"blocks": 3}}, "moderation.cooldwn"),
+        ({"cooldown": {"block": 3}}, "moderation.cooldown.block"),
+        ({"servers": {"discord:1234": {"strict": True}}}, "moderation.servers.discord:1234.strict"),
+    ],
+)
+def test_unknown_moderation_keys_are_rejected(moderation: dict[str, object], path: str) -> None:
+    with pytest.raises(ConfigError, match=f"{re.escape(path)}: unknown key"):
+        parse_config({"moderation": moderation})
+
+
+def test_a_server_key_that_names_no_server_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"'1234' is not a server; write \"discord:<guild id>\""):
+        parse_config({"moderation": {"servers": {"1234": {"strict_public_figures": True}}}})
+    servers = {"discord:1234": {"allow_nsfw": True}, "slack:T0123ABCD": {"strict_public_figures": True}}
+    assert set(parse_config({"moderation": {"servers": servers}}).moderation.servers) == set(servers)
 
 
 def test_bad_value_names_the_key() -> None:

@@ -11,13 +11,17 @@ import pytest
 from adapters.memory import Event, MemoryAdapter, MemoryReply
 from bot.backends import registry
 from bot.config import Config
+from bot import core
 from bot.core import Bot
 from bot.store import ConversationStore
 from moderation import Kind, Moderator, Verdict
 from tests.fakes import QueuedTextBackend, RuleModerator
 
 
-async def test_reply_is_streamed_and_both_turns_are_stored(chat: MemoryAdapter, bot: Bot, backend: QueuedTextBackend, config: Config) -> None:
+async def test_reply_is_streamed_and_both_turns_are_stored(
+    chat: MemoryAdapter, bot: Bot, backend: QueuedTextBackend, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "OUTPUT_CHECK_INTERVAL_S", 0.0)  # check and pass on every word as it comes
     backend.queue("Hi Alice, nice to meet you")
     reply = await chat.send("hello there")
     assert [e.kind for e in reply.events].count("chunk") == 6
@@ -233,7 +237,38 @@ async def test_blocked_output_is_withdrawn_and_not_stored(config: Config, backen
         await bot.close()
     assert [e.kind for e in reply.events][-1] == "edit"
     assert reply.events[-1].text == "I wrote something I can't post; ask me another way."
+    assert not any("leak" in e.text for e in reply.events)  # never shown, not even while streaming
     assert rows == 0
+
+
+async def test_a_streamed_answer_is_shown_only_after_its_check(config: Config, backend: QueuedTextBackend) -> None:
+    reply = MemoryReply()  # the checks are recorded among the reply's events, so their order shows
+
+    async def output_filter(text: str, kind: Kind) -> Verdict:
+        if kind == "output":
+            reply.events.append(Event("checked", text))
+            if "leak" in text:
+                return Verdict("block", "harassment", message="I wrote something I can't post; ask me another way.")
+        return Verdict("allow")
+
+    store = await ConversationStore.open(config.bot.db)
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "q", "q")], RuleModerator(output_filter))
+    backend.delay = 0.15  # a slow model: the harmless start streams before the rest exists
+    backend.queue("well hello there my friend, here is the leak")
+    try:
+        await bot.handle(MemoryAdapter(bot).message("tell me"), reply)
+    finally:
+        await bot.close()
+    shown, checked = "", ""
+    for event in reply.events:
+        if event.kind == "checked":
+            checked = event.text
+        elif event.kind == "chunk":
+            shown += event.text
+            assert shown == checked, "text reached the user before the output check read it"
+    assert shown.startswith("well hello") and "leak" not in shown
+    assert checked == "well hello there my friend, here is the leak"
+    assert reply.events[-1] == Event("edit", "I wrote something I can't post; ask me another way.")
 
 
 async def test_conversation_locks_are_released(chat: MemoryAdapter, bot: Bot) -> None:

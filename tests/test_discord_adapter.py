@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bot import core
 from bot.core import Bot
+from bot.messages import Author, ConversationKey, Message
+from moderation import Verdict
 from tests.discord_harness import (
     ALICE,
     ATELIER,
@@ -21,11 +24,12 @@ from tests.discord_payloads import (
     BOT_ID,
     CHANNEL_ID,
     DM_CHANNEL_ID,
+    GUILD_ID,
     THREAD_ID,
     message_payload,
     user,
 )
-from tests.fakes import QueuedTextBackend
+from tests.fakes import STORY, QueuedTextBackend
 
 
 @pytest.fixture
@@ -34,12 +38,13 @@ async def discord_bot(bot: Bot, backend: QueuedTextBackend) -> AsyncIterator[Set
         yield setup
 
 
-async def test_a_mention_gets_a_streamed_reply_at_the_edit_cadence(discord_bot: Setup) -> None:
+async def test_a_mention_gets_a_streamed_reply_at_the_edit_cadence(discord_bot: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "OUTPUT_CHECK_INTERVAL_S", EDIT_INTERVAL / 4)  # checks keep up with the sped-up edits
     fake, backend = discord_bot.fake, discord_bot.backend
-    backend.queue(" ".join(f"word{i}" for i in range(40)))
-    backend.delay = 0.02  # one word every 20 ms: the answer takes ~0.8 s
+    backend.queue(STORY)
+    backend.delay = 0.02  # one word every 20 ms: the answer takes ~0.9 s
     await fake.dispatch("MESSAGE_CREATE", message_payload(1, f"<@{BOT_ID}> tell me a story", ALICE, mentions=[ATELIER]))
-    await until(lambda: any(m["content"].endswith("word39") for m in fake.messages.values()))
+    await until(lambda: any(m["content"] == STORY for m in fake.messages.values()))
     [post] = fake.posts(CHANNEL_ID)
     assert post.body["json"]["content"] == "…" and str(post.body["json"]["message_reference"]["message_id"]) == "1"
     message_id = next(iter(fake.messages))
@@ -47,7 +52,7 @@ async def test_a_mention_gets_a_streamed_reply_at_the_edit_cadence(discord_bot: 
     assert len(edits) >= 3
     gaps = [later.at - earlier.at for earlier, later in zip(edits, edits[1:])]
     assert min(gaps) >= EDIT_INTERVAL * 0.9
-    assert fake.messages[message_id]["content"] == " ".join(f"word{i}" for i in range(40))
+    assert fake.messages[message_id]["content"] == STORY
 
 
 async def test_the_bot_ignores_itself_other_bots_and_unaddressed_messages(discord_bot: Setup) -> None:
@@ -82,6 +87,26 @@ async def test_a_refusal_replies_to_the_user(discord_bot: Setup) -> None:
     await until(lambda: len(fake.posts(LOG_CHANNEL_ID)) == 1)  # the admins' log channel hears of it once
     logged = fake.posts(LOG_CHANNEL_ID)[0].body["json"]["content"]
     assert logged.startswith("Refused chat from Alice (5) in 200: fraud") and "phishing email" in logged
+    await asyncio.sleep(0.3)
+    assert len(fake.posts(LOG_CHANNEL_ID)) == 1
+
+
+async def test_the_log_channel_hears_only_of_its_own_server_and_of_dms(discord_bot: Setup, bot: Bot) -> None:
+    refused = Verdict("block", "fraud", score=0.97, reasons=("fraud",), message="I can't help with scams, phishing or fraud.")
+
+    async def refuse(number: int, workspace: str, channel: str) -> None:
+        where = ConversationKey("discord", workspace, channel, "")
+        message = Message(where, Author(str(number), f"user{number}"), f"scam request {number}", id=str(number))
+        await bot.enforcement.record(message, "chat", message.text, refused)
+        await bot.enforcement.drain()
+
+    await refuse(1, "987654321", "555")  # another server the bot is in
+    await refuse(2, "", "777")  # a DM
+    await refuse(3, str(GUILD_ID), str(CHANNEL_ID))
+    await until(lambda: len(discord_bot.fake.posts(LOG_CHANNEL_ID)) == 2)
+    logged = [post.body["json"]["content"] for post in discord_bot.fake.posts(LOG_CHANNEL_ID)]
+    assert ["scam request 2" in logged[0], "scam request 3" in logged[1]] == [True, True]
+    assert not any("scam request 1" in text for text in logged)
 
 
 async def test_a_429_is_waited_out_and_the_reply_still_arrives(discord_bot: Setup) -> None:

@@ -51,3 +51,22 @@ def _refused(text: str, label: str) -> bool:
 )
 def test_play_and_stories_excuse_only_their_own_harm(text: str, label: str, refused: bool) -> None:
     assert _refused(text, label) is refused
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "refused"),
+    [
+        ("a cartoon of my coworker at her desk surrounded by coffee cups", "image", False),
+        ("a birthday song for my friend jane", "music", False),
+        ("a cartoon of my coworker at her desk surrounded by coffee cups", "chat", True),  # chat can disclose
+        ("a picture of my neighbour's passport with his real name and number", "image", True),
+        ("a poster of my ex with her new home address on it", "image", True),
+        ("a song listing my coworker's phone number", "music", True),
+        ("a realistic photo of my coworker at her desk", "image", True),  # a fake of a real person all the same
+    ],
+)
+def test_a_picture_of_someone_discloses_nothing_private_by_itself(text: str, kind: str, refused: bool) -> None:
+    normalized = normalize(text)
+    probabilities = {"none": 0.3, "privacy": 0.6, "harassment": 0.1}
+    finding = judge(normalized, probabilities, find_target(text, normalized), kind, Policy(), nsfw=False)  # type: ignore[arg-type]
+    assert (finding is not None) is refused

@@ -16,7 +16,7 @@ from moderation import Moderator
 from tests.conftest import make_config, media_bot
 from tests.discord_harness import until
 from tests.fake_slack import BOT_USER
-from tests.fakes import GatedImageBackend, QueuedTextBackend
+from tests.fakes import STORY, GatedImageBackend, QueuedTextBackend
 from tests.slack_harness import (
     CHANNEL,
     DM,
@@ -52,10 +52,10 @@ def mention(ts: str, text: str, **extra: Any) -> dict[str, Any]:
 
 async def test_a_mention_gets_a_streamed_reply_in_its_thread(slack: SlackSetup, backend: QueuedTextBackend) -> None:
     fake = slack.fake
-    backend.queue(" ".join(["**Bold** start"] + [f"word{i}" for i in range(30)]))
+    backend.queue(f"**Bold** start {STORY}")
     backend.delay = 0.02
     assert await slack.send(mention("1000.1", "tell me a story")) == 200
-    await until(lambda: any(m["text"].endswith("word29") for m in fake.messages.values()))
+    await until(lambda: any(m["text"].endswith("with the fox") for m in fake.messages.values()))
     [answer] = fake.in_thread("1000.1")  # a top-level mention is answered in a thread under it
     assert answer["text"].startswith("*Bold* start")  # Markdown became mrkdwn
     [placeholder] = fake.named("chat.postMessage")
@@ -69,12 +69,12 @@ async def test_a_mention_gets_a_streamed_reply_in_its_thread(slack: SlackSetup, 
 async def test_native_streaming_is_used_where_the_workspace_has_it(bot: Bot, backend: QueuedTextBackend) -> None:
     async with connected_slack(bot, streaming=True) as setup:
         fake = setup.fake
-        backend.queue(" ".join(f"w{i}" for i in range(30)))
+        backend.queue(STORY)
         backend.delay = 0.02
         await setup.send(mention("1001.1", "stream please"))
         await until(lambda: any(m.get("stopped") for m in fake.messages.values()))
         [streamed] = fake.in_thread("1001.1")
-        assert streamed["text"] == " ".join(f"w{i}" for i in range(30))
+        assert streamed["text"] == STORY
         assert fake.named("chat.startStream")[0].args["recipient_user_id"] == "UALICE"
         assert fake.named("chat.appendStream") and not fake.named("chat.update")
 
@@ -144,6 +144,9 @@ async def test_a_refusal_replies_in_thread_and_reaches_the_log_channel(slack: Sl
     assert slack.fake.in_thread("1009.1")[0]["text"] == "I can't help with scams, phishing or fraud."
     await until(lambda: any(c.args.get("channel") == LOG_CHANNEL for c in slack.fake.named("chat.postMessage")))
     assert backend.prompts == []
+    await asyncio.sleep(0.3)  # and only once
+    [logged] = [c.args["text"] for c in slack.fake.named("chat.postMessage") if c.args.get("channel") == LOG_CHANNEL]
+    assert "fraud" in logged and "phishing email" in logged
 
 
 async def test_a_long_answer_continues_in_follow_up_messages(slack: SlackSetup, backend: QueuedTextBackend) -> None:

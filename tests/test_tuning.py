@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from sentence_transformers import SentenceTransformer
 
 from moderation import classifier as classifier_module
@@ -72,3 +73,15 @@ def test_joined_exemplars_keep_one_harmful_label_among_harmless_chatter() -> Non
         assert (label == "weapons") == ("pipe bomb" in text)
         assert text.count(". ") >= 1  # always two exemplars or more
     assert joined_labels.count("none") == 2000 and joined_labels.count("weapons") == 1000
+
+
+def test_admin_examples_may_relabel_ours_but_never_the_minors_ones() -> None:
+    ours = yaml.safe_load((classifier_module.EXEMPLARS_DIR / "minors.yaml").read_text(encoding="utf-8"))["block"][0]
+    violent = yaml.safe_load((classifier_module.EXEMPLARS_DIR / "violence.yaml").read_text(encoding="utf-8"))["block"][0]
+    plain = classifier_module.load_exemplars()
+    edited = classifier_module.load_exemplars(extra={"none": [ours, violent], "fraud": ["a brand new admin example"]})
+    labels = dict(zip(edited.texts, edited.labels, strict=True))
+    assert labels[classifier_module._reading(ours)] == "minors"
+    assert labels[classifier_module._reading(violent)] == "none"
+    assert labels[classifier_module._reading("a brand new admin example")] == "fraud"
+    assert len(edited.texts) == len(plain.texts) + 1
