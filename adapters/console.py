@@ -43,6 +43,7 @@ class ConsoleReply:
         self.interactive = interactive
         self.on_closed = on_closed
         self.closed = False
+        self._streamed = False  # whether an answer was printed that an edit must correct
 
     def _write(self, text: str) -> None:
         if self.closed:
@@ -70,17 +71,19 @@ class ConsoleReply:
                 parts.append(chunk)
                 if self.interactive:
                     self._write(chunk)
+                    self._streamed = True
         finally:
             if self.interactive and parts:
                 self._print("")
         text = "".join(parts)
         if not self.interactive and text:
             self._print(text)
+            self._streamed = True
         return text
 
     async def edit(self, text: str) -> None:
-        """A terminal cannot take back a line, so print the correction below it."""
-        self._print(f"(edited) {text}")
+        """A terminal cannot take back a line, so print the correction below it (plainly if nothing was shown)."""
+        self._print(f"(edited) {text}" if self._streamed else text)
 
     async def attach(self, artifact: Artifact, caption: str = "") -> None:
         """Save the file under the output folder and print its full path."""

@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from adapters.console import ConsoleAdapter, ConsoleReply
 from bot.core import Bot
+from bot.errors import RequestRefused
 from bot.messages import Artifact
 
 CONFIG = """
@@ -83,6 +87,34 @@ async def test_files_are_saved_under_the_output_folder_and_the_line_names_the_fu
     lines = out.getvalue().splitlines()
     assert lines[0] == f"seed 42 Saved image/png to {(tmp_path / 'out' / 'sneaky-name.png').resolve()}"
     assert lines[1].endswith(str((tmp_path / "out" / "sneaky-name-1.png").resolve()))
+
+
+REFUSED = "I wrote an answer I can't post here (harassment); please ask differently."
+
+
+@pytest.mark.parametrize(
+    ("interactive", "refused_at", "printed"),
+    [
+        (True, 0, [REFUSED]),  # nothing was shown yet: the refusal alone
+        (True, 1, ["Checked words. ", f"(edited) {REFUSED}"]),  # the checked part stays, corrected below
+        (False, 1, [REFUSED]),  # a pipe prints whole answers only: the checked part never went out
+    ],
+)
+async def test_an_answer_refused_while_streaming_leaves_only_what_was_checked(
+    tmp_path: Path, interactive: bool, refused_at: int, printed: list[str]
+) -> None:
+    async def answer() -> AsyncIterator[str]:
+        for index, piece in enumerate(["Checked words. ", "More checked words."]):
+            if index == refused_at:
+                raise RequestRefused(REFUSED)
+            yield piece
+
+    out = io.StringIO()
+    reply = ConsoleReply(out, tmp_path / "out", interactive=interactive)
+    with pytest.raises(RequestRefused):
+        await reply.stream(answer())
+    await reply.edit(REFUSED)
+    assert out.getvalue().splitlines() == printed
 
 
 async def test_interactive_console_streams_and_greets(markov_bot: Bot, tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ import torch
 import yaml
 from sentence_transformers import SentenceTransformer
 
+from bot.config import ModerationSection
+from bot.enforcement import load_moderator
 from moderation import classifier as classifier_module
 from moderation.classifier import Classifier, Encoder
 from moderation.tuning import TunedTop, additive_mask, joined_exemplars, train_top
@@ -47,14 +49,21 @@ def test_the_tuned_top_learns_the_difference_its_exemplars_teach() -> None:
     assert hurt[top.labels.index("violence")] > 0.5 > help_[top.labels.index("violence")]
 
 
-def test_a_damaged_cache_is_retrained_not_fatal(tiny_encoder_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_config_examples_are_trained_on_and_a_damaged_cache_is_retrained_not_fatal(
+    tiny_encoder_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(classifier_module, "_BUILT", {})
-    built = Classifier.build(tiny_encoder_path, tmp_path, extra={"violence": ["an admin's own example"]})
+    section = ModerationSection(
+        model=str(tiny_encoder_path), cache_dir=str(tmp_path), examples={"violence": ["an admin's own example"]}
+    )
+    built = (await load_moderator(section)).classifier  # as the bot starts: the examples come from config
+    assert built is not None
     [cached] = tmp_path.glob("moderation-top-*.pt")
     assert isinstance(built.top, TunedTop) and set(built.labels) == set(classifier_module.LABELS)
 
     monkeypatch.setattr(classifier_module, "_BUILT", {})
     again = Classifier.build(tiny_encoder_path, tmp_path, extra={"violence": ["an admin's own example"]})
+    assert list(tmp_path.glob("moderation-top-*.pt")) == [cached]  # the same examples: the same model, not a new one
     assert again.classify(["hello"]) == built.classify(["hello"])  # read back from the cache, same weights
 
     cached.write_bytes(b"not a model")
