@@ -66,6 +66,7 @@ class ConsoleReply:
     async def stream(self, chunks: AsyncIterator[str]) -> str:
         """Print chunks as they arrive on a terminal; print the whole reply at once on a pipe."""
         parts: list[str] = []
+        self._streamed = False
         try:
             async for chunk in chunks:
                 parts.append(chunk)

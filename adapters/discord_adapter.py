@@ -232,7 +232,7 @@ class DiscordAdapter:
             return
         home = getattr(getattr(channel, "guild", None), "id", None)
         workspace = event.message.conversation.workspace
-        if workspace and home is not None and workspace != str(home):
+        if workspace and workspace != str(home):
             # Another server's users and words are not this server's admins' business; the store keeps them.
             return
         await channel.send(format_event(event)[:MESSAGE_LIMIT], allowed_mentions=discord.AllowedMentions.none())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -154,11 +155,16 @@ class SlackReply:
                     if upto > sent:
                         await self.client.chat_appendStream(channel=self.channel, ts=ts, markdown_text=text[sent:upto])
                         sent, last = upto, loop.time()
-        finally:
-            # Even when the model fails, the message must leave its streaming state.
-            upto = max(_safe_cut(text, MESSAGE_LIMIT, final=True), sent)
-            await self.pacer.take()
-            await self.client.chat_stopStream(channel=self.channel, ts=ts, markdown_text=text[sent:upto] or None)
+        except BaseException:
+            # Even when the model fails or the answer is refused, the message must leave its streaming
+            # state, without the rest: it is about to be replaced. A failure here must not hide why.
+            with contextlib.suppress(SlackApiError):
+                await self.pacer.take()
+                await self.client.chat_stopStream(channel=self.channel, ts=ts)
+            raise
+        upto = max(_safe_cut(text, MESSAGE_LIMIT, final=True), sent)
+        await self.pacer.take()
+        await self.client.chat_stopStream(channel=self.channel, ts=ts, markdown_text=text[sent:upto] or None)
         for piece in split_message(text[upto:], MESSAGE_LIMIT):
             self._answer.append(await self._post(markdown_to_mrkdwn(piece)))
         return text

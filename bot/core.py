@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import secrets
@@ -49,6 +50,8 @@ ADMISSION_LIMIT = 16
 # How long streamed text may wait for its output check: a check per word would cost a classifier run
 # per word, and the platforms show edits about once a second anyway.
 OUTPUT_CHECK_INTERVAL_S = 0.5
+# How much of the already shown answer is judged again with each new piece, as its context.
+OUTPUT_CONTEXT_CHARS = 300
 
 
 def _recent_user_turns(history: Sequence[StoredTurn], user_key: str, count: int) -> list[str]:
@@ -221,11 +224,11 @@ class Bot:
         )
         await self.notice_fallback(message, reply)
         options = TextOptions(max_tokens=self.config.bot.reply_tokens, scope=message.conversation.scope)
-        refused: RequestRefused | None = None
+        refused: str | None = None
         try:
             answer = await reply.stream(self._checked(message, self._guarded(backend.stream(prompt, options))))
         except RequestRefused as error:
-            refused, answer = error, ""
+            refused, answer = error.user_message, ""  # the message only: the exception would hold this frame
         if refused is None and not answer.strip():
             raise BackendFailed("The model gave an empty answer; try rephrasing your message.")
 
@@ -238,28 +241,31 @@ class Bot:
         if refused is not None:
             if learned_id is not None:
                 await self.store.mark_learned(learned_id)
-            await reply.edit(refused.user_message)  # the checked part shown so far gives way to the refusal
+            await reply.edit(refused)  # the checked part shown so far gives way to the refusal
             return
         await self.store.add_turn(conversation.id, "assistant", answer, None, message.user_key, learned_id=learned_id)
 
     async def _checked(self, message: Message, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
-        """Pass the model's text on only after output moderation has read it (all of it so far).
+        """Pass the model's text on only after output moderation has read it.
 
         Checking every token would cost a classifier run per word; checking only the finished text
-        would show a harmful answer while it streams. So text is held back at most
-        OUTPUT_CHECK_INTERVAL_S, and each release is judged together with what was already shown.
+        would show a harmful answer while it streams. So new text waits until OUTPUT_CHECK_INTERVAL_S
+        has passed since the last check, is judged with the end of what was already shown (its
+        context, at a cost that does not grow with the answer), and the whole answer is judged last.
         """
         clock = asyncio.get_running_loop().time
         shown, pending, last_check = "", "", clock()
-        async for chunk in chunks:
-            pending += chunk
-            if pending.strip() and clock() - last_check >= OUTPUT_CHECK_INTERVAL_S:
-                await self._moderate(message, shown + pending, "output", ())
-                released, shown, pending = pending, shown + pending, ""
-                yield released
-                last_check = clock()  # the adapter's own pacing while suspended is not model time
-        if pending:
+        async with contextlib.aclosing(chunks):  # a refusal stops the model too, not only the posting
+            async for chunk in chunks:
+                pending += chunk
+                if pending.strip() and clock() - last_check >= OUTPUT_CHECK_INTERVAL_S:
+                    await self._moderate(message, shown[-OUTPUT_CONTEXT_CHARS:] + pending, "output", (), store_allowed=False)
+                    released, shown, pending = pending, shown + pending, ""
+                    yield released
+                    last_check = clock()  # the adapter's own pacing while suspended is not model time
+        if shown or pending:
             await self._moderate(message, shown + pending, "output", ())
+        if pending:
             yield pending
 
     async def _channel_persona(self, key: ConversationKey) -> str | None:
@@ -320,8 +326,13 @@ class Bot:
         recent = [*self.recent.get(message.user_key, message.conversation), *_recent_user_turns(history, message.user_key, turns)]
         return list(dict.fromkeys(recent))[:turns]
 
-    async def _moderate(self, message: Message, text: str, kind: ModerationKind, context: Sequence[str]) -> Verdict | None:
-        """Run moderation and record the decision; refuse when it cannot run or when it blocks."""
+    async def _moderate(
+        self, message: Message, text: str, kind: ModerationKind, context: Sequence[str], *, store_allowed: bool = True
+    ) -> Verdict | None:
+        """Run moderation and record the decision; refuse when it cannot run or when it blocks.
+
+        `store_allowed=False` records only a refusal (a streamed answer's interim checks).
+        """
         if kind != "output":
             self.enforcement.check_cooldown(message.user_key)
         if self.moderator.enabled and not self.moderator.available:
@@ -335,7 +346,7 @@ class Bot:
             mentions=message.mentions,
             with_attachment=any(a.mime_type.startswith(("image/", "audio/")) for a in message.attachments),
         )
-        notice = await self.enforcement.record(message, kind, text, verdict)
+        notice = await self.enforcement.record(message, kind, text, verdict) if verdict.blocked or store_allowed else ""
         if verdict.blocked:
             raise RequestRefused((verdict.message or f"I can't help with that ({verdict.category}).") + notice)
         return verdict

@@ -18,12 +18,18 @@ if TYPE_CHECKING:
     from bot.core import Bot
 
 
-async def submit(bot: Bot, message: Message, reply: Reply, kind: JobKind, params: dict[str, Any]) -> None:
-    """Moderate, queue, and tell the user where the job stands."""
+async def submit(
+    bot: Bot, message: Message, reply: Reply, kind: JobKind, params: dict[str, Any], *, own_prompt: bool = True
+) -> None:
+    """Moderate, queue, and tell the user where the job stands.
+
+    `own_prompt=False` for a re-roll or variation: the prompt may be another user's words, which must
+    not join this user's remembered requests (where that user's /forget-me could not reach them).
+    """
     if kind not in bot.jobs.runners:
         status = next(s for s in bot.statuses if s.kind == kind)
         raise BackendUnavailable(f"No {kind} generator is available right now ({status.reason}); /status shows why.")
-    await bot.moderate_request(message, params["prompt"], kind)
+    await bot.moderate_request(message, params["prompt"], kind, remember=own_prompt)
     if removes_clothing(params.get("negative", "")):
         # "--negative clothes" asks for a nude picture: judge the prompt as the request it becomes.
         await bot.moderate_request(message, f"{params['prompt']}, nude, naked", kind, remember=False)
@@ -65,7 +71,7 @@ async def _reroll(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     kind, params = await _earlier_job(bot, message, args, "reroll")
     params = {**params, "seed": secrets.randbelow(MAX_SEED + 1)}
     params.pop("variation", None)
-    await submit(bot, message, reply, kind, params)
+    await submit(bot, message, reply, kind, params, own_prompt=False)
 
 
 @command("vary", "/vary <job-id> [picture 1-4]", "make variations of one picture of an image job", takes_args=True)
@@ -84,7 +90,8 @@ async def _vary(bot: Bot, message: Message, reply: Reply, args: str) -> None:
         raise UserInputError(f"Job {words[0]} made {count} picture(s); choose one from 1 to {count}.")
     # A variation of a variation keeps its base picture and draws new nudges of it.
     seed = params["seed"] if params.get("variation") else params["seed"] + int(picture) - 1
-    await submit(bot, message, reply, "image", {**params, "seed": seed, "variation": 1 + secrets.randbelow(MAX_SEED)})
+    variation = {**params, "seed": seed, "variation": 1 + secrets.randbelow(MAX_SEED)}
+    await submit(bot, message, reply, "image", variation, own_prompt=False)
 
 
 @command("queue", "/queue", "list your queued and running jobs")

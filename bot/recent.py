@@ -18,6 +18,8 @@ from bot.messages import ConversationKey
 WINDOW_S = 600.0
 # Users × channels remembered at once; the least recently active are dropped first.
 MAX_PLACES = 10_000
+# The joined context keeps only the newest 480 characters, so nothing longer is worth keeping.
+KEEP_CHARS = 1000
 
 
 def place_of(key: ConversationKey) -> str:
@@ -40,10 +42,20 @@ class RecentRequests:
             return
         where = (user_key, place_of(key))
         texts = self._texts.pop(where, None) or deque(maxlen=self.keep)
-        texts.appendleft((self.clock(), text))
+        texts.appendleft((self.clock(), text[-KEEP_CHARS:]))
         self._texts[where] = texts
+        self._drop_expired()
         while len(self._texts) > MAX_PLACES:
             self._texts.popitem(last=False)
+
+    def _drop_expired(self) -> None:
+        """Forget places whose newest request is older than the window (they are first: least recently added)."""
+        since = self.clock() - self.window_s
+        while self._texts:
+            where, texts = next(iter(self._texts.items()))
+            if texts[0][0] >= since:
+                return
+            del self._texts[where]
 
     def get(self, user_key: str, key: ConversationKey) -> list[str]:
         """The user's requests in that channel within the window, newest first."""
@@ -52,6 +64,10 @@ class RecentRequests:
             return []
         since = self.clock() - self.window_s
         return [text for at, text in texts if at >= since]
+
+    def __len__(self) -> int:
+        """How many user × channel places are remembered."""
+        return len(self._texts)
 
     def forget(self, user_key: str) -> None:
         """Drop everything remembered about a user (/forget-me)."""

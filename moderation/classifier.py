@@ -76,10 +76,11 @@ def load_exemplars(directory: Path = EXEMPLARS_DIR, extra: Mapping[str, Sequence
             pairs.setdefault(str(text).strip(), label)
         for text in data.get("allow") or []:
             pairs.setdefault(str(text).strip(), "none")
+    ours_minors = {_reading(text) for text, label in pairs.items() if label == "minors"}
     for label, texts in (extra or {}).items():
         for text in texts:
             key = str(text).strip()
-            if pairs.get(key) == "minors" and label != "minors":
+            if label != "minors" and _reading(key) in ours_minors:  # also in other case or spacing
                 # The minors policy is not configurable, so neither is what the model learns of it.
                 log.warning("an admin example relabels one of the project's minors examples as %s; ignored", label)
                 continue

@@ -130,7 +130,8 @@ def normalize(text: str) -> str:
     """The form every judgement is made on: plain lowercase Latin words, evasion undone."""
     text = unicodedata.normalize("NFKC", text).translate(_PUNCTUATION)
     text = _strip_invisible(text)
-    text = _unhomoglyph(text.translate(_SMALL_CAPS)).casefold()
+    # Capitals first ("ΝUDΕ"), then lower-case look-alikes whose capitals the table lacks ("Ԁ" → "ԁ").
+    text = _unhomoglyph(_unhomoglyph(text.translate(_SMALL_CAPS)).casefold())
     text = _LEETY_WORD.sub(lambda m: m.group(0).translate(_LEET), text)
     text = _DOTTED.sub(lambda m: re.sub(r"[ .\-_*·•]", "", m.group(0)), text)
     text = _SPACED.sub(_join_spaced, text)

@@ -32,9 +32,11 @@ _RELATION = (
 # "my coworker", not "my son's bedroom" (the person is not what is depicted there).
 _RELATIVE = re.compile(rf"\b(?:my|our)\s+(?:\w+\s+)?(?:{_RELATION})s?\b(?!'s|’s)")
 # "my sister's texts", "my neighbour's wife": a fake of what is theirs, or of the person they are close to.
+# Not "name", "photo" or "phone": "a cake with my son's name on it", "restore my grandma's photo" are
+# about things, and the rules for a real person (a realistic photo, "sung by") would refuse them.
 _PERSONAL = (
-    r"texts?|messages?|dms?|emails?|chats?|name|accounts?|face|voice|body|photos?|pictures?|pics?|selfies?|nudes?|"
-    r"number|phone|address|passwords?|profile|instagram|facebook|snapchat|tiktok|reputation|signature|handwriting|"
+    r"texts?|messages?|dms?|emails?|chats?|accounts?|face|voice|body|selfies?|nudes?|"
+    r"number|address|passwords?|profile|instagram|facebook|snapchat|tiktok|reputation|"
     r"passport|medical records?|diary|search history|browsing history|location|bank account|bank statement|credit card"
 )
 _RELATIVE_OWNED = re.compile(
@@ -272,11 +274,11 @@ def find_target(
         relative = None  # "my neighbor Totoro": the character, not a neighbour
     if relative is not None:
         return Target("private_person", relative.group(0))
+    if with_attachment or _PICTURED.search(normalized):
+        return Target("pictured_person", "the person in the photo")
     owned = _RELATIVE_OWNED.search(normalized)
     if owned is not None:
         return Target("private_person", _owner(owned))
-    if with_attachment or _PICTURED.search(normalized):
-        return Target("pictured_person", "the person in the photo")
     if _DESCRIBED.search(normalized):
         return Target("private_person", "a person you know")
     plain = text.replace("’", "'")

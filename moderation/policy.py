@@ -65,7 +65,9 @@ _PRIVATE_DATA = re.compile(
     r"\b(?:address\w*|(?:phone )?numbers?|passports?|id cards?|ids|licen[cs]e|ssn|social security|passwords?|bank\w*|"
     r"credit cards?|medical|diagnos\w*|records?|location|lives?|living|home|house|apartment|flat|street|schedule|"
     r"routine|route|documents?|texts?|messages?|dms?|emails?|chats?|screenshots?|nudes?|tax\w*|salary|browsing|"
-    r"search history|diary|license plate|plates?|car|workplace|where)\b"
+    r"search history|diary|license plate|plates?|car|workplace|where|gay|lesbian|bi|bisexual|trans\w*|hiv|"
+    r"pregnan\w*|abortion|affair|cheating|religion|immigra\w*|undocumented|illegal|arrest\w*|criminal|rehab|"
+    r"therapy|disease|illness|sick|cancer|std|sti|outing|secrets?)\b|\d{3}|@|\b(?:st|rd|ave|apt)\b"
 )
 # In an opted-in NSFW channel, cues that a realistic explicit picture shows a particular person.
 _SOMEONE_CUES = re.compile(
@@ -273,8 +275,12 @@ def judge(
             return None
         if label == "privacy" and kind in ("image", "music") and _PRIVATE_DATA.search(request) is None:
             # The model hears "my coworker" in a picture request as a threat to her privacy; a picture
-            # reveals nothing private, so only the person rules below (nudity, fakes, voices) apply.
-            label = "none"
+            # reveals nothing private, so privacy counts as harmless and the rest is judged as usual.
+            cleared = {**probabilities, "none": probabilities.get("none", 0.0) + probabilities["privacy"], "privacy": 0.0}
+            harm = top_harm(cleared, policy, kind, margin)
+            label, score = harm if harm is not None else ("none", 1.0 - cleared["none"])
+            if label == "minors":
+                return Finding("minors", "minors", score)
     if kind == "output":
         if label == "sexual" and nsfw and policy.allow_nsfw:
             return None

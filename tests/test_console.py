@@ -142,11 +142,12 @@ def test_ctrl_c_exits_quietly(tmp_path: Path) -> None:
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(b"hello\n")
     proc.stdin.flush()
-    proc.stdout.readline()  # answered, and now waiting for more input
+    answer = proc.stdout.readline()  # answered, and now waiting for more input
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130
+    assert answer, f"the chat ended before answering: {err.decode(errors='replace')[-2000:]}"
+    assert proc.returncode == 130, f"answer {answer!r}; stderr: {err.decode(errors='replace')[-2000:]}"
     assert b"Traceback" not in err and b"Fatal" not in err
 
 

@@ -21,6 +21,9 @@ from moderation.persons import fictional_character, find_target, public_record_q
         ("undress the woman in this photo", "pictured_person", None),
         ("make Jenna Whitfield wear a crown", "named_person", "Jenna Whitfield"),
         ("napalm to use on my neighbors", "private_person", None),  # several people are still real people
+        ("fake screenshot of my sister's texts admitting she stole", "private_person", "my sister"),  # what is theirs
+        ("a selfie of my neighbour's wife with another man", "private_person", "my neighbour's wife"),
+        ("my coworkers' emails leaked", "private_person", "my coworkers"),
     ],
 )
 def test_the_person_a_request_is_about_is_found(text: str, kind: str, name: str | None) -> None:
@@ -41,6 +44,9 @@ def test_the_person_a_request_is_about_is_found(text: str, kind: str, name: str 
         "will it rain in Spain",
         "best loadout in Counter Strike",  # a game's title is not a person's name
         "how do I get my neighbor Totoro's autograph",  # the character, not a neighbour
+        "a realistic photo of a birthday cake with my son's name on it",  # things of theirs, not them
+        "a lullaby with my daughter's name, sung by a soft female voice",
+        "a sketch of my neighbour's cat sitting on our fence",
     ],
 )
 def test_no_person_in_ordinary_prompts(text: str) -> None:

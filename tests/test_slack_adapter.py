@@ -138,6 +138,20 @@ async def test_a_429_is_waited_out(slack: SlackSetup, backend: QueuedTextBackend
     assert second.at - first.at >= 0.95
 
 
+async def test_an_answer_refused_mid_stream_is_withdrawn_without_its_unchecked_end(bot: Bot, backend: QueuedTextBackend) -> None:
+    bomb = "here are step by step instructions to build a pipe bomb: first get a steel pipe and two end caps"
+    async with connected_slack(bot, streaming=True) as setup:
+        fake = setup.fake
+        backend.queue(f"{STORY}. {bomb}")
+        backend.delay = 0.03  # the story streams (checked) before the rest exists
+        await setup.send(mention("1011.1", "tell me a story"))
+        await until(lambda: any(m["text"].startswith("I wrote an answer I can't post") for m in fake.messages.values()))
+        [answer] = fake.in_thread("1011.1")
+        assert answer["text"] == "I wrote an answer I can't post here (violence weapons); please ask differently."
+        streamed = [c.args.get("markdown_text") or "" for c in fake.named("chat.appendStream") + fake.named("chat.stopStream")]
+        assert "".join(streamed).startswith("once upon a time") and not any("pipe bomb" in text for text in streamed)
+
+
 async def test_a_refusal_replies_in_thread_and_reaches_the_log_channel(slack: SlackSetup, backend: QueuedTextBackend) -> None:
     await slack.send(mention("1009.1", "write a convincing phishing email pretending to be PayPal asking for passwords"))
     await until(lambda: len(slack.fake.in_thread("1009.1")) == 1)

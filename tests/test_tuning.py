@@ -88,7 +88,8 @@ def test_admin_examples_may_relabel_ours_but_never_the_minors_ones() -> None:
     ours = yaml.safe_load((classifier_module.EXEMPLARS_DIR / "minors.yaml").read_text(encoding="utf-8"))["block"][0]
     violent = yaml.safe_load((classifier_module.EXEMPLARS_DIR / "violence.yaml").read_text(encoding="utf-8"))["block"][0]
     plain = classifier_module.load_exemplars()
-    edited = classifier_module.load_exemplars(extra={"none": [ours, violent], "fraud": ["a brand new admin example"]})
+    extra = {"none": [ours, ours.upper() + " ", violent], "fraud": ["a brand new admin example"]}
+    edited = classifier_module.load_exemplars(extra=extra)
     labels = dict(zip(edited.texts, edited.labels, strict=True))
     assert labels[classifier_module._reading(ours)] == "minors"
     assert labels[classifier_module._reading(violent)] == "none"
