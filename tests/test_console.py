@@ -138,6 +138,9 @@ def test_ctrl_c_exits_quietly(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=tmp_path,
+        # As in a terminal: a test run started in the background (`cmd &`) ignores Ctrl-C, and a
+        # child would inherit that and rightly keep ignoring it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(b"hello\n")
