@@ -40,7 +40,7 @@ _PERSONAL = (
     r"passport|medical records?|diary|search history|browsing history|location|bank account|bank statement|credit card"
 )
 _RELATIVE_OWNED = re.compile(
-    rf"\b(?:my|our)\s+(?:\w+\s+)?(?:{_RELATION})s?(?:'s|’s|s')\s+(?:(?:new|best|own|real|private)\s+)?"
+    rf"(?P<owner>\b(?:my|our)\s+(?:\w+\s+)?(?:{_RELATION})s?)(?:'s|’s|')\s+(?:(?:new|best|own|real|private)\s+)?"
     rf"(?:(?P<person>{_RELATION})s?|{_PERSONAL})\b"
 )
 _DESCRIBED = re.compile(
@@ -251,9 +251,7 @@ def _full_name(original: str) -> str | None:
 
 def _owner(owned: re.Match[str]) -> str:
     """ "my neighbour's wife" is about the wife; "my sister's texts" is about my sister."""
-    if owned.group("person"):
-        return owned.group(0)
-    return re.split(r"'s\b|’s\b|s'(?=\s)", owned.group(0), maxsplit=1)[0] + ("s" if "s' " in owned.group(0) else "")
+    return owned.group(0) if owned.group("person") else owned.group("owner")
 
 
 def find_target(
