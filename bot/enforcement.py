@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from bot.errors import CoolingDown
 from bot.messages import Message
 from bot.store import ConversationStore
 from moderation import Kind, Moderator, Policy, Verdict
+from moderation.guard import Guard
 
 log = logging.getLogger(__name__)
 EXCERPT_CHARS = 300
@@ -43,7 +45,7 @@ def format_event(event: ModerationEvent) -> str:
     excerpt = event.excerpt.replace("`", "'")[:200]
     return (
         f"Refused {event.kind} from {event.message.author.name} ({event.message.author.id}) in {where.channel}: "
-        f"{verdict.category}{target}, score {verdict.score:.2f}{cooldown}\n> {excerpt}"
+        f"{verdict.category}{target}, score {verdict.score:.2f}{f' ({verdict.stage})' if verdict.stage else ''}{cooldown}\n> {excerpt}"
     )
 
 
@@ -59,14 +61,33 @@ async def load_moderator(section: ModerationSection) -> Moderator:
         )
         for scope, server in section.servers.items()
     }
+    guard = None
+    if section.enabled and section.guard.enabled:
+        guard = await _load_guard(section)
     return await Moderator.load(
         default,
         servers,
         enabled=section.enabled,
         model_path=Path(section.model) if section.model else None,
-        cache_dir=Path(section.cache_dir) if section.cache_dir else None,
         examples=section.examples,
+        guard=guard,
+        guard_band=section.guard.band,
     )
+
+
+async def _load_guard(section: ModerationSection) -> Guard | None:
+    """The configured guard model, or None (said in the log) when it cannot load: the fast stage then decides alone."""
+    from moderation.guard import GuardError, build_guard
+
+    spec = section.guard
+    api_key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+    try:
+        options: dict[str, object] = {"type": spec.type, "model": spec.model}
+        options |= {"device": spec.device} if spec.type == "transformers" else {"base_url": spec.base_url, "timeout_s": spec.timeout_s}
+        return await asyncio.to_thread(build_guard, options, api_key)
+    except GuardError as error:
+        log.error("the guard model could not load, so the fast stage decides alone: %s", error)
+        return None
 
 
 class Enforcement:
@@ -110,6 +131,7 @@ class Enforcement:
                 "target": verdict.target,
                 "score": round(verdict.score, 4),
                 "reasons": json.dumps(verdict.reasons),
+                "stage": verdict.stage,
                 # Only refusals keep their words, for admins to review; allowed text lives in messages.
                 "excerpt": text[:EXCERPT_CHARS] if blocked else None,
             }
@@ -118,8 +140,9 @@ class Enforcement:
             return ""
         notice = ""
         cooldown = self.settings.cooldown
-        if kind != "output" and cooldown.duration_s > 0:
-            recent = await self.store.recent_blocks(message.user_key, now - cooldown.window_s)
+        counts = kind != "output" and verdict.category != "self_harm" and verdict.score >= cooldown.min_score
+        if counts and cooldown.duration_s > 0:
+            recent = await self.store.recent_blocks(message.user_key, now - cooldown.window_s, cooldown.min_score)
             if recent >= cooldown.blocks and message.user_key not in self._cooldowns:
                 until = now + cooldown.duration_s
                 self._cooldowns[message.user_key] = until

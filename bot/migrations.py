@@ -107,11 +107,17 @@ def _v4_moderation_events(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX moderation_events_scope ON moderation_events(scope, at)")
 
 
+def _v5_moderation_stage(db: sqlite_utils.Database) -> None:
+    """Which stage of moderation decided (a rule, the act classifier, the guard model), for admins' review."""
+    db.execute("ALTER TABLE moderation_events ADD COLUMN stage TEXT NOT NULL DEFAULT ''")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_core_tables,
     _v2_jobs,
     _v3_learned_flag,
     _v4_moderation_events,
+    _v5_moderation_stage,
 ]
 
 

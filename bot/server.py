@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -28,6 +28,9 @@ from bot.backends.media import (
 from bot.errors import BotError
 from bot.job_args import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from bot.messages import Turn
+
+if TYPE_CHECKING:
+    from moderation import Kind, Moderator
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -142,13 +145,30 @@ class Host:
     """The aiohttp application around the served backends."""
 
     def __init__(self, text: TextBackend | None, image: ImageBackend | None, music: MusicBackend | None,
-                 api_key: str | None, slots: dict[str, int] | None = None) -> None:  # fmt: skip
+                 api_key: str | None, slots: dict[str, int] | None = None, moderator: Moderator | None = None) -> None:  # fmt: skip
         # A batching text backend serves many streams at once; the others one request per slot.
         slots = {"text": getattr(text, "concurrency", 1), **(slots or {})}
         self.served = {kind: Served(getattr(backend, "name", kind), backend, slots.get(kind, 1))
                        for kind, backend in (("text", text), ("image", image), ("music", music)) if backend is not None}  # fmt: skip
         self.api_key = api_key
         self.started = time.time()
+        # Other clients than the bot can reach the host: with a moderator, it checks every prompt itself.
+        self.moderator = moderator
+
+    async def _moderate(self, text: str, kind: Kind, context: list[str] | None = None, negative: str = "") -> None:
+        """Refuse (400, content_policy_violation) what the bot's own moderation would refuse; 503 when it cannot run."""
+        if self.moderator is None:
+            return
+        from moderation.policy import removes_clothing
+
+        if self.moderator.enabled and not self.moderator.available:
+            raise ApiError(503, "moderation is not running on this host, so generation is refused", "server_error")
+        verdict = await self.moderator.check(text, kind, context or [])
+        if not verdict.blocked and negative and removes_clothing(negative):
+            verdict = await self.moderator.check(f"{text}, nude, naked", kind)  # the picture it asks for
+        if verdict.blocked:
+            log.info("refused a %s prompt: %s (decided by %s)", kind, verdict.category, verdict.stage)
+            raise ApiError(400, verdict.message or f"refused by moderation ({verdict.category})", "content_policy_violation")
 
     def app(self) -> web.Application:
         """The web application, with auth and error shaping in front of every route."""
@@ -221,6 +241,9 @@ class Host:
         body = await self._json(request)
         served = self._model("text", body)
         turns = _turns(body)
+        asked = [turn.text for turn in turns if turn.role == "user"]
+        if asked:
+            await self._moderate(asked[-1], "chat", asked[-2::-1][:3])
         options = TextOptions(
             max_tokens=int(_number(body, "max_tokens", 256, 1, 8192)),
             temperature=_number(body, "temperature", 0.8, 0, 2),
@@ -271,6 +294,7 @@ class Host:
             variation=int(_number(body, "variation", 0, 0, MAX_SEED)), steps=_optional(body, "steps", 1, MAX_STEPS, int),
             guidance=_optional(body, "guidance_scale", 0, MAX_GUIDANCE, float),
         )  # fmt: skip
+        await self._moderate(prompt, "image", negative=request_.negative)
         return await self._generate(request, served, body, lambda progress: served.backend.generate(request_, progress))
 
     async def music(self, request: web.Request) -> web.StreamResponse:
@@ -284,6 +308,7 @@ class Host:
             duration_s=_number(body, "duration", 10, 1, 30), tempo=int(tempo) if isinstance(tempo, int) else None,
             guidance=_optional(body, "guidance", 0, MAX_GUIDANCE, float),
         )  # fmt: skip
+        await self._moderate(prompt, "music")
         return await self._generate(request, served, body, lambda progress: served.backend.generate(request_, progress))
 
     async def _generate(self, request: web.Request, served: Served, body: dict[str, Any],

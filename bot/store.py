@@ -313,14 +313,19 @@ class ConversationStore:
         """Record one moderation decision."""
         await self._run(lambda: self.db.table("moderation_events").insert(row))
 
-    async def recent_blocks(self, user_key: str, since: float) -> int:
-        """How many of a user's requests were refused since a time (generated-text refusals do not count)."""
+    async def recent_blocks(self, user_key: str, since: float, min_score: float = 0.0) -> int:
+        """How many of a user's requests were confidently refused since a time.
+
+        Refusals of generated text are the model's doing, and a self-harm refusal answers someone who
+        may need help: neither counts against the user.
+        """
         # Refusals that already earned a cooldown do not count again once it is over.
         sql = (
             "SELECT COUNT(*) FROM moderation_events WHERE user_id = ? AND action = 'block' AND kind != 'output' "
+            "AND category != 'self_harm' AND score >= ? "
             "AND at >= MAX(?, COALESCE((SELECT cooldown_until FROM users WHERE id = ?), 0))"
         )
-        return await self._run(lambda: int(self.db.execute(sql, [user_key, since, user_key]).fetchone()[0]))
+        return await self._run(lambda: int(self.db.execute(sql, [user_key, min_score, since, user_key]).fetchone()[0]))
 
     async def set_cooldown(self, user_key: str, until: float) -> None:
         """Pause a user's generation until a time."""

@@ -6,26 +6,42 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from moderation.acts import LABELS as ACT_LABELS
+from moderation.acts import ActModel, Reading, describe_probabilities
 from moderation.batcher import Batcher
-from moderation.classifier import Classifier, describe_probabilities
-from moderation.figurative import plain_reading
 from moderation.normalize import normalize
-from moderation.persons import Target, find_target
-from moderation.policy import OUTPUT_REFUSAL, Kind, Policy, judge, minor_sexual, refusal
+from moderation.persons import Target, find_target, mask_targets
+from moderation.policy import (
+    OUTPUT_REFUSAL,
+    Finding,
+    Kind,
+    Policy,
+    act_finding,
+    is_real,
+    minor_sexual,
+    refusal,
+    rule_finding,
+)
 
-__all__ = ["Kind", "Moderator", "Policy", "Verdict"]
+if TYPE_CHECKING:
+    from moderation.guard import Guard
+
+__all__ = ["Kind", "Moderator", "Policy", "Step", "Verdict"]
 
 log = logging.getLogger(__name__)
 Action = Literal["allow", "block"]
-# How much surer the classifier must be about a request joined with the user's earlier turns: with
-# the default threshold that is 0.87. Repeated small talk joined up reads as self-harm up to 0.8
-# ("turn 12 about the sea and the stars" × 7), while a harmful request split over messages scores
-# near 1 once joined.
-CONTEXT_MARGIN = 0.55
+KINDS = ("chat", "image", "music", "output")
+# How much surer the classifier must be about a request joined with the user's earlier turns:
+# harmless small talk joined up must not add up to a refusal, while a harmful request split over
+# messages scores near 1 once joined.
+CONTEXT_MARGIN = 0.35
+# ...and only when the newest message itself leans harmful: earlier turns can complete a harmful
+# request, not turn "ahoy" after "you are a pirate" into one.
+CONTEXT_NEEDS_OWN_HARM = 0.15
 # When several readings refuse, the most specific one explains it (a nude of a coworker is ncii, not just sexual).
 SEVERITY = {"minors": 0, "ncii": 1, "voice_clone": 2, "deceptive_fake": 3}
 # Two words or fewer ("lol", "how?") carry too little meaning for the classifier alone to refuse.
@@ -33,36 +49,50 @@ SHORT_WORDS = 2
 SHORT_MARGIN = 0.3
 # The model reads 128 tokens: the message as a whole is judged on about this many characters.
 WINDOW_CHARS = 480
-# Past this length a message is also judged sentence by sentence, so one harmful ask cannot hide in
-# a long one. Measured (README): splitting from 80 characters catches 3 points more of
-# StrongREJECT's long requests but doubles false alarms on several-sentence friendly chat.
-SPLIT_ABOVE_CHARS = WINDOW_CHARS
-PIECE_CHARS = 200
-# A sentence read alone has lost its context, so it must be a surer call than the whole message.
-PIECE_MARGIN = 0.1
-MAX_PIECES = 48
+# Past this length a message is also judged piece by piece, so one harmful ask cannot hide in a long one.
+PIECE_CHARS = 240
+# A piece read alone has lost its context, so it must be a surer call than the whole message.
+PIECE_MARGIN = 0.15
+MAX_PIECES = 24
 _SENTENCE_END = re.compile(r"(?<=[.!?;:\n])\s+")
 
 
-def windows(normalized: str) -> list[str]:
-    """The text itself, plus each distinct sentence of it when it is more than a short request."""
-    if len(normalized) <= SPLIT_ABOVE_CHARS:
-        return [normalized]
+def windows(masked: str) -> list[str]:
+    """The text itself, plus pieces of it of about a sentence when it is longer than the model reads."""
+    if len(masked) <= WINDOW_CHARS:
+        return [masked]
     pieces: list[str] = []
-    for sentence in _SENTENCE_END.split(normalized):
+    current = ""
+    for sentence in _SENTENCE_END.split(masked):
         while len(sentence) > PIECE_CHARS:  # a run-on "sentence": cut at a space
             cut = sentence.rfind(" ", 0, PIECE_CHARS) + 1 or PIECE_CHARS
             pieces.append(sentence[:cut])
             sentence = sentence[cut:]
-        if sentence.strip():
-            pieces.append(sentence)
-    whole = normalized[:WINDOW_CHARS]
+        if len(current) + len(sentence) > PIECE_CHARS and current:
+            pieces.append(current)
+            current = ""
+        current = f"{current} {sentence}".strip()
+    if current:
+        pieces.append(current)
+    whole = masked[:WINDOW_CHARS]
     return [whole, *[piece for piece in dict.fromkeys(pieces) if piece != whole][:MAX_PIECES]]
 
 
 @dataclass(frozen=True, slots=True)
+class Step:
+    """One stage's part in a decision: its name, what it concluded, and why."""
+
+    stage: str
+    outcome: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.stage}: {self.outcome}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
-    """The decision on one request: action, category, real-person target, score and reasons."""
+    """The decision on one request: action, category, real-person target, score, reasons, and the trail."""
 
     action: Action
     category: str = "none"
@@ -70,6 +100,8 @@ class Verdict:
     score: float = 0.0
     reasons: tuple[str, ...] = ()
     message: str = ""
+    stage: str = ""  # the stage that decided
+    trail: tuple[Step, ...] = ()
 
     @property
     def blocked(self) -> bool:
@@ -77,28 +109,51 @@ class Verdict:
         return self.action == "block"
 
 
-class Moderator:
-    """Normalise → plain reading of idioms → hard rules → real-person detection → classifier → policy.
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """One text the act classifier reads, whose target counts for it, and how much surer it must be."""
 
-    `available` is False when the classifier could not load; the core then refuses generation
+    masked: str
+    target: Target | None
+    margin: float
+    name: str
+
+
+def _warm_up() -> None:
+    """Compile the person and word lists now, not on the first user's message (about 0.2 s)."""
+    from moderation.persons import fiction
+
+    fiction()
+    find_target("w a r m up the person and word lists")
+    mask_targets("Warm Up with <@1> and Ada Lovelace")
+
+
+class Moderator:
+    """Normalise → rules that are policy → who it is about → the act, masked → (guard) → policy table.
+
+    `available` is False when the act model could not load; the core then refuses generation
     rather than generating unchecked.
     """
 
     def __init__(
         self,
-        classifier: Classifier | None,
+        model: ActModel | None,
         default_policy: Policy | None = None,
         server_policies: Mapping[str, Policy] | None = None,
         enabled: bool = True,
         problem: str = "",
+        guard: Guard | None = None,
+        guard_band: tuple[float, float] = (0.2, 0.8),
     ) -> None:
         self.enabled = enabled
-        self.classifier = classifier
-        self.available = classifier is not None
+        self.model = model
+        self.available = model is not None
         self.problem = problem
         self.default_policy = default_policy or Policy()
         self.server_policies = dict(server_policies or {})
-        self._batcher = Batcher(classifier.classify) if classifier is not None else None
+        self.guard = guard
+        self.guard_band = guard_band
+        self._batcher: Batcher[Reading] | None = Batcher(model.classify) if model is not None else None
 
     @classmethod
     async def load(
@@ -108,19 +163,23 @@ class Moderator:
         *,
         enabled: bool = True,
         model_path: Path | None = None,
-        cache_dir: Path | None = None,
         examples: Mapping[str, Sequence[str]] | None = None,
+        guard: Guard | None = None,
+        guard_band: tuple[float, float] = (0.2, 0.8),
     ) -> Moderator:
-        """Load the model and tune (or read the cached) classifier off the loop; never raises."""
+        """Load the shipped act model off the loop (seconds, no training); never raises."""
         if not enabled:
             return cls(None, default_policy, server_policies, enabled=False)
         try:
-            classifier = await asyncio.to_thread(Classifier.build, model_path, cache_dir, examples)
-            await asyncio.to_thread(find_target, "w a r m up the person and word lists")  # not on the first message
+            model = await asyncio.to_thread(ActModel.load, model_path=model_path)
+            if examples:
+                masked = {label: [mask_targets(text) for text in texts] for label, texts in examples.items()}
+                await asyncio.to_thread(model.add_examples, masked)
+            await asyncio.to_thread(_warm_up)
         except Exception as error:  # any failure means "cannot moderate", which refuses generation
             log.error("moderation could not start, so generation is refused: %s", error)
             return cls(None, default_policy, server_policies, problem=str(error))
-        return cls(classifier, default_policy, server_policies)
+        return cls(model, default_policy, server_policies, guard=guard, guard_band=guard_band)
 
     def policy_for(self, scope: str | None) -> Policy:
         """The policy of a server/workspace scope, or the default."""
@@ -137,58 +196,124 @@ class Moderator:
         mentions: Sequence[str] = (),
         with_attachment: bool = False,
     ) -> Verdict:
-        """Judge `text` (with the user's recent turns, newest first, as `context`) for `kind` of generation.
-
-        Reading and judging run in a worker thread like the model does: a 4,000-character message
-        takes tens of milliseconds of regular expressions, which would stall every other chat.
-        """
+        """Judge `text` (with the user's recent turns, newest first, as `context`) for `kind` of generation."""
+        if kind not in KINDS:  # an unknown kind would match no policy row and pass unchecked
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         if not self.enabled:
             return await asyncio.to_thread(self._rules_only, text, kind, context)
-        if self._batcher is None or not self.available:
+        if self._batcher is None or not self.available or self.model is None:
             raise RuntimeError("moderation is not available")
         policy = self.policy_for(scope)
-        normalized, own, candidates = await asyncio.to_thread(self._candidates, text, kind, context, mentions, with_attachment)
-        probabilities = await self._batcher.classify([candidate for candidate, _, _ in candidates])
-        return await asyncio.to_thread(self._decide, normalized, own, candidates, probabilities, kind, policy, nsfw)
+        normalized, own, candidates, rule, steps = await asyncio.to_thread(
+            self._read, text, kind, context, mentions, with_attachment, policy
+        )
+        readings = await self._batcher.classify([candidate.masked for candidate in candidates])
+        verdict = self._decide(own, candidates, readings, rule, steps, kind, policy, nsfw)
+        if self.guard is not None and rule is None and self._guard_wanted(verdict, own, kind):
+            verdict = await self._ask_guard(text, verdict, own, kind, policy, nsfw)
+        return verdict
 
-    def _candidates(
-        self, text: str, kind: Kind, context: Sequence[str], mentions: Sequence[str], with_attachment: bool
-    ) -> tuple[str, Target | None, list[tuple[str, Target | None, float]]]:
-        """The normalised request, its own target, and each text to judge: (text, whose person counts, margin)."""
+    def _read(
+        self, text: str, kind: Kind, context: Sequence[str], mentions: Sequence[str], with_attachment: bool, policy: Policy
+    ) -> tuple[str, Target | None, list[_Candidate], Finding | None, list[Step]]:
+        """The normalised request, its target, the masked texts to classify, and any rule's finding."""
         normalized = normalize(text)
         own = None if kind == "output" else find_target(text, normalized, mentions, with_attachment)
+        steps = [Step("target", f"{own.kind} {own}" if own else "nobody real named")]
+        rule = rule_finding(normalized, own, kind, policy)
+        joined_text = " ".join([*reversed(context), text]) if context and kind != "output" else ""
+        joined_target = (own or find_target(" ".join(context))) if joined_text else None
+        if rule is None and joined_text:
+            # A request split over messages ("my coworker jane" … "now make her topless") is one request.
+            rule = rule_finding(normalize(joined_text), joined_target, kind, policy)
+            own = joined_target if rule is not None else own
+        steps.append(Step("rules", f"{rule.reason} → {rule.category}" if rule else "none apply"))
+        masked = mask_targets(text, mentions)
         candidates = [
-            (window, own, SHORT_MARGIN if len(window.split()) <= SHORT_WORDS else (0.0 if at == 0 else PIECE_MARGIN))
-            for at, window in enumerate(windows(plain_reading(normalized)))
-        ]
-        if context and kind != "output":
-            # A request split over messages is judged as one, newest words kept when it is long.
-            joined = plain_reading(normalize(" ".join([*reversed(context), text])))[-WINDOW_CHARS:]
-            candidates.append((joined, own or find_target(" ".join(context)), CONTEXT_MARGIN))
-        return normalized, own, candidates
+            _Candidate(window, own, SHORT_MARGIN if len(window.split()) <= SHORT_WORDS else (0.0 if at == 0 else PIECE_MARGIN),
+                       "message" if at == 0 else f"piece {at}")
+            for at, window in enumerate(windows(masked))
+        ]  # fmt: skip
+        if joined_text:
+            candidates.append(_Candidate(mask_targets(joined_text, mentions)[-WINDOW_CHARS:], joined_target, CONTEXT_MARGIN, "with context"))
+        return normalized, own, candidates, rule, steps
 
     def _decide(
         self,
-        normalized: str,
         own: Target | None,
-        candidates: Sequence[tuple[str, Target | None, float]],
-        probabilities: Sequence[Mapping[str, float]],
+        candidates: Sequence[_Candidate],
+        readings: Sequence[Reading],
+        rule: Finding | None,
+        steps: list[Step],
         kind: Kind,
         policy: Policy,
         nsfw: bool,
     ) -> Verdict:
-        """The verdict: the most specific refusal among the candidates, else an allow with the worst score."""
-        findings = []
-        for (candidate, target, margin), probs in zip(candidates, probabilities, strict=True):
-            finding = judge(candidate, probs, target, kind, policy, nsfw, margin=margin, request=normalized)
+        """The verdict: a rule, else the most specific refusal among the readings, else an allow with the worst score."""
+        floor = self.model.evidence_floor if self.model is not None else 0.0
+        findings: list[tuple[int, Finding, Target | None, Reading]] = []
+        own_harm = readings[0].harm if readings else 0.0
+        for candidate, reading in zip(candidates, readings, strict=True):
+            finding = act_finding(reading.probabilities, candidate.target, kind, policy, nsfw, candidate.margin)
+            if finding is not None and candidate.name == "with context" and own_harm < CONTEXT_NEEDS_OWN_HARM:
+                steps.append(Step("acts[with context]", "the newest message alone is harmless, so its context cannot refuse it",
+                                  f"{describe_probabilities(reading.probabilities)}; newest message {own_harm:.2f}"))  # fmt: skip
+                continue
+            familiar = reading.evidence >= floor or reading.admin_example is not None
+            detail = f"{describe_probabilities(reading.probabilities)}; evidence {reading.evidence:.2f} (floor {floor:.2f})"
+            if reading.admin_example is not None:
+                detail += f"; matches an admin example: {reading.admin_example[:60]!r}"
+            if finding is not None and not familiar:
+                steps.append(Step(f"acts[{candidate.name}]", "unfamiliar text, not taken as harmful", detail))
+                continue
+            steps.append(Step(f"acts[{candidate.name}]", f"{finding.reason} → {finding.category}" if finding else "allowed", detail))
             if finding is not None:
-                findings.append((SEVERITY.get(finding.category, len(SEVERITY)), finding, target, probs))
+                findings.append((SEVERITY.get(finding.category, len(SEVERITY)), finding, candidate.target, reading))
+        if rule is not None:
+            return self._verdict(rule, own, "", policy, kind, steps)
         if findings:
-            _, finding, target, probs = min(findings, key=lambda entry: entry[0])
-            return self._verdict(finding.category, finding.reason, finding.score, target, probs, policy, kind)
-        worst = max(probabilities, key=lambda probs: 1.0 - probs.get("none", 1.0))
-        score = max(1.0 - worst.get("none", 1.0), 0.0)
-        return Verdict("allow", target=str(own) if own else None, score=score, reasons=(describe_probabilities(worst),))
+            _, finding, target, reading = min(findings, key=lambda entry: entry[0])
+            return self._verdict(finding, target, describe_probabilities(reading.probabilities), policy, kind, steps)
+        worst = max(readings, key=lambda reading: reading.harm)
+        steps.append(Step("policy", "allow"))
+        return Verdict(
+            "allow", target=str(own) if own else None, score=max(worst.harm, 0.0),
+            reasons=(describe_probabilities(worst.probabilities),), stage="acts", trail=tuple(steps),
+        )  # fmt: skip
+
+    def _guard_wanted(self, verdict: Verdict, own: Target | None, kind: Kind) -> bool:
+        """The guard hears what the fast stage is unsure of, and every picture or song about a real person."""
+        low, high = self.guard_band
+        return low <= verdict.score < high or (kind in ("image", "music") and is_real(own))
+
+    async def _ask_guard(self, text: str, verdict: Verdict, own: Target | None, kind: Kind, policy: Policy, nsfw: bool) -> Verdict:
+        """The guard model's say on an uncertain request; when it cannot answer, the fast stage's verdict stands."""
+        from moderation.guard import GuardError
+
+        assert self.guard is not None
+        try:
+            said = await self.guard.scan(text, kind)
+        except GuardError as error:
+            log.warning("the guard model could not judge a request; the fast stage decides: %s", error)
+            step = Step("guard", "unavailable, the fast stage decides", str(error))
+            return replace(verdict, trail=(*verdict.trail, step))
+        steps = [*verdict.trail[:-1]] if verdict.trail else []
+        if said.safe:
+            steps.append(Step(f"guard[{self.guard.name}]", "safe", said.raw.strip()[:80]))
+            steps.append(Step("policy", "allow"))
+            return Verdict("allow", target=str(own) if own else None, score=verdict.score, reasons=("the guard model found it safe",),
+                           stage="guard", trail=tuple(steps))  # fmt: skip
+        known = [category for category in said.categories if category in ACT_LABELS and category != "none"]
+        if known:
+            finding = act_finding({"none": 0.0, known[0]: 1.0}, own, kind, policy, nsfw)
+        else:  # unsafe for a reason of the guard's own (a jailbreak, say), or none given
+            finding = Finding("other", "guard", 1.0, "guard")
+        steps.append(Step(f"guard[{self.guard.name}]", f"unsafe: {', '.join(said.categories) or 'unspecified'}", said.raw.strip()[:80]))
+        if finding is None:
+            steps.append(Step("policy", "allow", "the guard's category needs a real person here"))
+            return Verdict("allow", target=str(own) if own else None, score=verdict.score, stage="guard", trail=tuple(steps))
+        finding = Finding(finding.category, finding.reason, finding.score, "guard")
+        return self._verdict(finding, own, said.raw.strip()[:80], policy, kind, steps)
 
     def _rules_only(self, text: str, kind: Kind, context: Sequence[str]) -> Verdict:
         """With moderation disabled in config: no classifier, but sexual content with minors is still refused."""
@@ -196,39 +321,36 @@ class Moderator:
         joined = normalize(" ".join([*reversed(context), text])) if context else normalized
         if minor_sexual(normalized) or minor_sexual(joined):
             message = OUTPUT_REFUSAL.format(why="minors") if kind == "output" else refusal("minors", "minors", None)
-            return Verdict("block", "minors", score=1.0, reasons=("minors",), message=message)
-        return Verdict("allow", reasons=("moderation is disabled in config; only the minors rule ran",))
+            return Verdict("block", "minors", score=1.0, reasons=("minors",), message=message, stage="rule:minors")
+        return Verdict("allow", reasons=("moderation is disabled in config; only the minors rule ran",), stage="disabled")
 
-    def _verdict(
-        self,
-        category: str,
-        reason: str,
-        score: float,
-        target: Target | None,
-        probs: Mapping[str, float],
-        policy: Policy,
-        kind: Kind,
-    ) -> Verdict:
-        reasons = (reason, describe_probabilities(probs))
+    def _verdict(self, finding: Finding, target: Target | None, probabilities: str, policy: Policy, kind: Kind, steps: list[Step]) -> Verdict:
+        reasons = (finding.reason, probabilities) if probabilities else (finding.reason,)
         shown_target = str(target) if target is not None else None
         # Strict mode is the server's own choice and is not undone by its per-category actions.
-        if policy.action(category) == "allow" and reason != "strict":
-            return Verdict("allow", category, shown_target, score, (*reasons, "allowed by this server's policy"))
-        message = refusal(reason, category, target)
+        if policy.action(finding.category) == "allow" and finding.reason != "strict":
+            steps.append(Step("policy", "allow", f"{finding.category} is allowed by this server's policy"))
+            return Verdict("allow", finding.category, shown_target, finding.score, (*reasons, "allowed by this server's policy"),
+                           stage=finding.stage, trail=tuple(steps))  # fmt: skip
+        message = refusal(finding.reason, finding.category, target)
         if kind == "output":
-            message = OUTPUT_REFUSAL.format(why=category.replace("_", " "))
-        return Verdict("block", category, shown_target, score, reasons, message)
+            message = OUTPUT_REFUSAL.format(why=finding.category.replace("_", " "))
+        steps.append(Step("policy", "block", f"{finding.reason} × {'a real person' if is_real(target) else 'nobody real'} × {kind} → {finding.category}"))
+        return Verdict("block", finding.category, shown_target, finding.score, reasons, message, finding.stage, tuple(steps))
 
     def describe(self) -> str:
         """One line for /status."""
         if not self.enabled:
             return "moderation: disabled in config (only the rule against sexual content with minors runs)"
-        if self.classifier is None:
+        if self.model is None:
             return f"moderation: NOT RUNNING, so generation is refused ({self.problem or 'model not loaded'})"
-        return f"moderation: {self.classifier.encoder.name} classifier, {len(self.classifier.labels)} labels, top layers tuned on our exemplars"
+        guard = f"; guard model {self.guard.name} for uncertain requests" if self.guard is not None else ""
+        return f"moderation: {self.model.encoder.name} act classifier, {len(self.model.labels)} acts{guard}"
 
     async def close(self) -> None:
-        """Stop the batching worker; later checks are refused as "not available"."""
+        """Stop the batching worker and the guard; later checks are refused as "not available"."""
         self.available = False
         if self._batcher is not None:
             await self._batcher.close()
+        if self.guard is not None:
+            await self.guard.close()

@@ -1,4 +1,4 @@
-"""`python -m moderation classify | check`: the moderation layer from the command line."""
+"""`python -m moderation classify | check | explain | train`: the moderation layer from the command line."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ IN_FLIGHT = 256
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m moderation", description="Atelier's moderation layer.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{classify,check}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{classify,check,explain,prepare,train}")
     classify = sub.add_parser(
         "classify",
         help="JSONL {id, text, kind} on stdin -> JSONL verdicts on stdout",
@@ -31,7 +31,28 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("text", help="the prompt or message to judge")
     check.add_argument("--kind", choices=KINDS, default="chat", help="what the text asks for (default chat)")
     check.add_argument("--scope", default=None, help='server scope whose policy applies, e.g. "discord:1234"')
-    for command in (classify, check):
+    explain = sub.add_parser(
+        "explain", help="print the trail of stages behind the verdict on one text",
+        description="Print every stage's part in the verdict on one text: target, rules, acts, guard, policy.",
+    )
+    explain.add_argument("text", help="the prompt or message to judge")
+    explain.add_argument("--kind", choices=KINDS, default="chat", help="what the text asks for (default chat)")
+    explain.add_argument("--scope", default=None, help='server scope whose policy applies, e.g. "discord:1234"')
+    prepare = sub.add_parser(
+        "prepare", help="turn git clones of the public corpora (moderation/DATA.md) into training files",
+        description="Read each public corpus at its pinned commit from git clones under --mirror "
+        "(<owner>/<name>) and write the prepared JSONL files that `train --data` reads.",
+    )
+    prepare.add_argument("--mirror", metavar="DIR", required=True, help="folder holding the git clones")
+    prepare.add_argument("--out", metavar="DIR", required=True, help="where to write the prepared corpora")
+    train = sub.add_parser(
+        "train", help="rebuild the shipped act model from the exemplars and the public corpora (moderation/DATA.md)",
+        description="Rebuild moderation/model/acts.pt from scratch: our exemplars plus the prepared public corpora "
+        "(JSONL files listed in moderation/DATA.md). About 20 minutes on two cores.",
+    )
+    train.add_argument("--data", metavar="DIR", help="folder of prepared corpora (*.jsonl); without it, exemplars only")
+    train.add_argument("--out", metavar="PATH", help="where to write the model (default: the shipped moderation/model/acts.pt)")
+    for command in (classify, check, explain):
         command.add_argument("--config", metavar="PATH", help="config.yaml to use (default: ./config.yaml if present)")
     return parser
 
@@ -109,6 +130,38 @@ def _emit(rows: Sequence[dict[str, Any]]) -> None:
     sys.stdout.flush()
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moderation.prepare import PrepareError, prepare
+
+    try:
+        counts = prepare(Path(args.mirror), Path(args.out))
+    except PrepareError as error:
+        print(f"moderation: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"wrote {sum(counts.values())} lines in {len(counts)} files to {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moderation.acts import MODEL_FILE
+    from moderation.train import check_loads, train
+
+    data = Path(args.data) if args.data else None
+    if data is not None and not data.is_dir():
+        print(f"moderation: {data} is not a folder; give --data the folder of prepared corpora (moderation/DATA.md)", file=sys.stderr)
+        return EXIT_CONFIG
+    out = Path(args.out) if args.out else MODEL_FILE
+    report = train(data, out)
+    check_loads(out)
+    print(json.dumps(report, indent=1))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
     moderator = await _moderator(args.config)
     try:
@@ -117,6 +170,13 @@ async def _run(args: argparse.Namespace) -> int:
             return 1
         if args.command == "classify":
             await _classify(moderator)
+        elif args.command == "explain":
+            verdict = await moderator.check(args.text, args.kind, scope=args.scope)
+            print(f"{verdict.action.upper()}: {verdict.category} (decided by {verdict.stage}, score {verdict.score:.2f})")
+            for step in verdict.trail:
+                print(f"  {step}")
+            if verdict.message:
+                print(f"  the user reads: {verdict.message}")
         else:
             verdict = await moderator.check(args.text, args.kind, scope=args.scope)
             print(json.dumps({**_row(None, verdict), "reasons": list(verdict.reasons), "message": verdict.message}))
@@ -131,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bot.config import ConfigError
 
     try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "prepare":
+            return _prepare(args)
         return asyncio.run(_run(args))
     except ConfigError as error:
         print(f"moderation: {error}", file=sys.stderr)

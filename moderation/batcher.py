@@ -5,30 +5,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
 
-Probabilities = dict[str, float]
-ClassifyFn = Callable[[Sequence[str]], list[Probabilities]]
+Result = TypeVar("Result")
 MAX_BATCH = 32
 
 
-class Batcher:
+class Batcher(Generic[Result]):
     """Queue texts from many coroutines; one worker thread classifies whatever has gathered.
 
     A lone request starts at once (no waiting for company); while the model is busy, later
     requests pile up and go together in the next call.
     """
 
-    def __init__(self, classify: ClassifyFn, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, classify: Callable[[Sequence[str]], list[Result]], max_batch: int = MAX_BATCH) -> None:
         self._classify = classify
         self._max_batch = max_batch
-        self._pending: list[tuple[Sequence[str], asyncio.Future[list[Probabilities]]]] = []
+        self._pending: list[tuple[Sequence[str], asyncio.Future[list[Result]]]] = []
         self._worker: asyncio.Task[None] | None = None
         # One thread: torch already uses every core for one batch, and order stays simple.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-moderation")
 
-    async def classify(self, texts: Sequence[str]) -> list[Probabilities]:
-        """Probabilities for `texts`, computed in a batch with whatever else is waiting."""
-        future: asyncio.Future[list[Probabilities]] = asyncio.get_running_loop().create_future()
+    async def classify(self, texts: Sequence[str]) -> list[Result]:
+        """Results for `texts`, computed in a batch with whatever else is waiting."""
+        future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
         self._pending.append((texts, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain(), name="moderation-batcher")
@@ -37,7 +37,7 @@ class Batcher:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
-            batch: list[tuple[Sequence[str], asyncio.Future[list[Probabilities]]]] = []
+            batch: list[tuple[Sequence[str], asyncio.Future[list[Result]]]] = []
             size = 0
             while self._pending and (not batch or size + len(self._pending[0][0]) <= self._max_batch):
                 item = self._pending.pop(0)
@@ -57,7 +57,7 @@ class Batcher:
                     future.set_result(results[offset : offset + len(item_texts)])
                 offset += len(item_texts)
 
-    async def _alone(self, texts: Sequence[str], future: asyncio.Future[list[Probabilities]]) -> None:
+    async def _alone(self, texts: Sequence[str], future: asyncio.Future[list[Result]]) -> None:
         try:
             result = await asyncio.get_running_loop().run_in_executor(self._executor, self._classify, texts)
         except Exception as error:  # this request's own failure, reported to it alone

@@ -1,4 +1,4 @@
-"""Policy: classifier label × real-person target × kind → action, and the sentence a refused user reads."""
+"""Policy: act × target × kind → category, as a table (policy.yaml), plus the rules that are policy, not judgement."""
 
 from __future__ import annotations
 
@@ -6,78 +6,30 @@ import bisect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Literal
 
+import yaml
+
 from moderation.normalize import normalize
-from moderation.absurd import nonsense_about_group
-from moderation.persons import Target, fictional_character, public_record_question, seeks_private_details
-from moderation.play import asks_for_recipe, played_game, sport_setting, staged_prop, story_plot
+from moderation.persons import Target
 
 Action = Literal["allow", "block"]
 Kind = Literal["chat", "image", "music", "output"]
 CATEGORIES = (
     "ncii", "minors", "sexual", "deceptive_fake", "voice_clone", "fraud", "harassment", "violence_weapons", "self_harm",
+    "other",  # a guard model's finding that names none of ours (e.g. a jailbreak)
 )  # fmt: skip
-# Labels the classifier learns → the category a verdict reports. fake_media and voice need a real person.
-LABEL_CATEGORY = {
-    "sexual": "sexual", "minors": "minors", "fake_media": "deceptive_fake", "disinfo": "deceptive_fake",
-    "voice": "voice_clone", "fraud": "fraud", "cyber": "violence_weapons", "violence": "violence_weapons",
-    "weapons": "violence_weapons", "crime": "violence_weapons", "harassment": "harassment", "hate": "harassment",
-    "privacy": "harassment", "self_harm": "self_harm",
-}  # fmt: skip
-# Chosen on the measured trade-off (README, "Moderation"): lower refuses more look-alike harmless
-# requests, higher lets more harmful ones through.
-DEFAULT_THRESHOLD = 0.32
-# "minors" can never be relaxed, so it must be the model's clear reading, not a hedge: "none 0.57,
-# minors 0.19" on "easy chicken breasts recipe for kids" is doubt about kids, not about their safety.
-# Sexual content with a minor is refused by the hard rule whatever the model says.
-MINORS_LABEL = 0.3
-# Generated text is judged more leniently than requests: the classifier learned from requests, and an
-# answer that explains history or names people reads unlike any of them.
+TABLE_FILE = Path(__file__).with_name("policy.yaml")
+# The probability of "some harmful act" above which the act counts. Chosen on our development split
+# (docs/moderation.md); a server may set its own per label.
+DEFAULT_THRESHOLD = 0.5
+# Generated text is judged as content: only a clear finding withdraws an answer the user already asked for.
 OUTPUT_THRESHOLD = 0.9
-# Labels that can refuse generated text; the others need a request to make sense (a fake of whom?).
-OUTPUT_LABELS = frozenset(
-    {"weapons", "cyber", "crime", "violence", "self_harm", "hate", "fraud", "harassment", "privacy", "sexual"}
-)
-# Labels that are play inside a game ("kill the boss in Elden Ring", "rob the bank in GTA"). self_harm
-# too: the model hears "don't get voted out" or "my lunge" in a game or sport as despair, but only
-# while no one says they want to hurt themselves.
-GAME_LABELS = frozenset({"violence", "weapons", "crime", "self_harm"})
-# A sport excuses only its own blows: "how do boxers get steroids past testing" is not play.
-SPORT_LABELS = frozenset({"violence", "self_harm"})
-# Labels a prop is mistaken for ("a fake bomb prop for the film"); a plot excuses only violence.
-PROP_LABELS = frozenset({"violence", "weapons"})
-# Labels whose real-world recipe a game cannot excuse ("in minecraft, how do I make a pipe bomb").
-RECIPE_LABELS = frozenset({"weapons", "crime"})
-_OWN_HARM = re.compile(
-    r"\b(?:myself|suicid\w*|self[- ]harm\w*|cut(?:ting)? (?:me|my)|wrists?|end (?:it|my life)|want to die|wanna die|kms|"
-    r"kys|overdos\w*|starv\w*|purg\w*|not (?:be )?(?:here|alive)|no reason to live|jump\w*|fatal|lethal|pills?|"
-    r"how many|bridges?|hang\w*|rope|noose)\b"
-)
-# Labels that do not apply to a fictional character's "private" details.
-FICTION_LABELS = frozenset({"privacy", "harassment"})
-# Labels that a nonsense question about a group ("why can't toasters vote?") is mistaken for.
-GROUP_LABELS = frozenset({"hate", "harassment"})
-# What a picture or a song could expose about someone: a picture of a person discloses nothing
-# private by itself ("a cartoon of my coworker at her desk"), but one of their documents, home or
-# messages can.
-_PRIVATE_DATA = re.compile(
-    r"\b(?:address\w*|(?:phone )?numbers?|passports?|id cards?|ids|licen[cs]e|ssn|social security|passwords?|bank\w*|"
-    r"credit cards?|medical|diagnos\w*|records?|location|lives?|living|home|house|apartment|flat|street|schedule|"
-    r"routine|route|documents?|texts?|messages?|dms?|emails?|chats?|screenshots?|nudes?|tax\w*|salary|browsing|"
-    r"search history|diary|license plate|plates?|car|workplace|where|gay|lesbian|bi|bisexual|trans\w*|hiv|"
-    r"pregnan\w*|abortion|affair|cheating|religion|immigra\w*|undocumented|illegal|arrest\w*|criminal|rehab|"
-    r"therapy|disease|illness|sick|cancer|std|sti|outing|secrets?)\b|\d{3}|@|\b(?:st|rd|ave|apt)\b"
-)
-# In an opted-in NSFW channel, cues that a realistic explicit picture shows a particular person.
-_SOMEONE_CUES = re.compile(
-    r"\b(?:from|at|in) (?:work|accounting|the office|school|college|class|my \w+|the gym|next door)\b|"
-    r"\bnamed \w+|\bcalled \w+|\bof [a-z]+ [a-z]+'s\b"
-)
-
-
-def _maybe_someone(normalized: str) -> bool:
-    return bool(REALISM.search(normalized) and _SOMEONE_CUES.search(normalized))
+# Who counts as a real person for the table: a member, a known public figure, a described private
+# person, or the person in an attached photo. A capitalised name alone may be anyone (or no one).
+REAL_TARGETS = frozenset({"member", "public_figure", "private_person", "pictured_person"})
 
 _MINOR = (
     r"child|children|kid|kids|minor|minors|underage|under-age|under 18|preteen|pre-teen|tween|teen|teens|teenage|"
@@ -125,34 +77,18 @@ def removes_clothing(negative: str) -> bool:
     return _CLOTHING.search(normalize(negative)) is not None
 
 
-# Words that make a picture pass as a real photograph; they win over any style word beside them.
-REALISM = re.compile(
-    r"\b(?:photo|photos|photograph|photographic|photorealistic|photo-realistic|realistic|hyperrealistic|"
-    r"hyper-realistic|lifelike|real life|footage|cctv|security camera|bodycam|dashcam|selfie|snapshot|leaked|"
-    r"paparazzi|candid|mugshot|news photo|press photo|dslr|35mm|4k|8k|raw photo|documentary|screenshot|"
-    r"video|recording|voice note|audio|tweet)\b"
-)
-_STYLES = (
-    r"cartoon|cartoonish|caricature|painting|painted|oil painting|watercolou?r|sketch|drawing|drawn|"
-    r"illustration|illustrated|comic|anime|manga|pixel art|low poly|claymation|lego|statue|sculpture|"
-    r"emoji|chibi|muppet|puppet|pop art|cubist|impressionist|stained glass|woodcut"
-)
-STYLISED = re.compile(rf"\b(?:{_STYLES})\b")
-_NEGATED_STYLE = re.compile(rf"\b(?:not|no|never|isn't)\s+(?:a\s+|an\s+|in\s+)?(?:{_STYLES})\b")
-
-
-def stylised(normalized: str) -> bool:
-    """Clearly a drawing, painting or cartoon: a style word, no "not a cartoon", and no photo words."""
-    if REALISM.search(normalized):
-        return False
-    return STYLISED.search(_NEGATED_STYLE.sub(" ", normalized)) is not None
-
-
 VOICE = re.compile(
     r"\b(?:in the voice of|in (?:the )?style of (?:the )?voice|voice of|sung by|sang by|vocals by|vocals from|"
     r"voiced by|narrated by|(?:'s|’s) (?:real )?(?:voice|vocals)|voice clone|clone (?:the |his |her |their |my )?voice|"
     r"cloned voice|imitat\w* (?:the )?voice|mimic\w* (?:the )?voice|deepfake (?:audio|voice)|as if sung by|feat\.|ft\.)"
 )
+# Intimate wear and poses: of a named or mentioned real person they sexualise them, whatever the model says.
+_INTIMATE = re.compile(
+    r"\b(?:bikinis?|lingerie|underwear|bra|panties|thong|cleavage|boudoir|see[- ]through|busty|sultry|sensual|"
+    r"seductive(?:ly)?|sexy|hot body|bathtub|in the shower|showering|without (?:any )?(?:clothes|clothing)|wet (?:t-)?shirt)\b"
+)
+
+
 REFUSALS: dict[str, str] = {
     "ncii": "I can't make sexual or intimate content of a real person ({target}).",
     "minors": "I can't make anything sexual involving minors.",
@@ -169,9 +105,45 @@ REFUSALS: dict[str, str] = {
     "harassment": "I can't help target or harass someone.",
     "hate": "I can't write content that demeans people for who they are.",
     "privacy": "I can't help find or expose someone's private information.",
+    "guard": "I can't help with that request; the safety check flagged it.",
     "self_harm": "I can't help with that, but you don't have to face it alone: please reach out to someone you trust or a local crisis line.",
 }  # fmt: skip
 OUTPUT_REFUSAL = "I wrote an answer I can't post here ({why}); please ask differently."
+
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the table: an act, whether it needs a real person, the kinds it covers, the category."""
+
+    act: str
+    category: str
+    person: bool | None = None  # True: only with a real person; False: only without; None: either
+    kinds: frozenset[str] = frozenset({"chat", "image", "music", "output"})
+    nsfw_ok: bool = False  # allowed in an opted-in NSFW channel
+
+
+@cache
+def table(path: Path = TABLE_FILE) -> tuple[Row, ...]:
+    """The policy table, read once: the first row that matches an act decides its category."""
+    rows = []
+    for entry in yaml.safe_load(path.read_text(encoding="utf-8"))["rows"]:
+        kinds = frozenset(entry.pop("kinds", ["chat", "image", "music", "output"]))
+        rows.append(Row(kinds=kinds, **entry))
+    return tuple(rows)
+
+
+def category_of(act: str, real_person: bool, kind: Kind, nsfw: bool) -> str | None:
+    """The category the table gives an act (None: allowed)."""
+    for row in table():
+        if row.act != act or kind not in row.kinds:
+            continue
+        if row.person is not None and row.person != real_person:
+            continue
+        if row.category == "allow" or (row.nsfw_ok and nsfw):
+            return None
+        return row.category
+    return None
 
 
 @dataclass(frozen=True)
@@ -197,11 +169,12 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A reason to refuse: the category, the label or rule behind it, its score."""
+    """A reason to refuse: the category, the act or rule behind it, its score, and the stage that found it."""
 
     category: str
     reason: str
     score: float
+    stage: str
 
 
 def refusal(reason: str, category: str, target: Target | None) -> str:
@@ -210,102 +183,38 @@ def refusal(reason: str, category: str, target: Target | None) -> str:
     return template.format(target=target or "a real person")
 
 
-def top_harm(probabilities: Mapping[str, float], policy: Policy, kind: Kind, margin: float = 0.0) -> tuple[str, float] | None:
-    """The most probable harmful label, when the chance of "anything harmful" passes its threshold.
+def is_real(target: Target | None) -> bool:
+    """Whether the table's "real person" applies."""
+    return target is not None and target.kind in REAL_TARGETS
 
-    Harm is judged as 1 - p(none): a request split between two related labels (crime and
-    weapons, say) is still clearly harmful even when neither label alone is sure.
-    """
+
+def rule_finding(normalized: str, target: Target | None, kind: Kind, policy: Policy) -> Finding | None:
+    """The rules that are policy, not judgement: minors; a real person with nudity or intimate words;
+    a real singer's voice in music; strict mode's named people."""
+    if minor_sexual(normalized):
+        return Finding("minors", "minors", 1.0, "rule:minors")
+    if kind == "output":
+        return None
+    if is_real(target) and (SEXUAL_WORDS.search(normalized) or (kind != "chat" and _INTIMATE.search(normalized))):
+        return Finding("ncii", "ncii", 1.0, "rule:real_person_nudity")
+    confirmed = target is not None and (is_real(target) or target.kind == "named_person")
+    if confirmed and kind == "music" and VOICE.search(normalized):
+        return Finding("voice_clone", "voice_clone", 1.0, "rule:real_voice")
+    if policy.strict_public_figures and kind in ("image", "music") and target is not None and target.kind != "private_person":
+        return Finding("deceptive_fake", "strict", 1.0, "rule:strict_public_figures")
+    return None
+
+
+def act_finding(
+    probabilities: Mapping[str, float], target: Target | None, kind: Kind, policy: Policy, nsfw: bool, margin: float = 0.0
+) -> Finding | None:
+    """The learned act's finding through the table: "anything harmful" past its threshold, the likeliest act named."""
     harmful = {label: p for label, p in probabilities.items() if label != "none"}
     if not harmful:
         return None
     score = 1.0 - probabilities.get("none", 0.0)
-    if len(harmful) > 1 and harmful.get("minors", 0.0) < MINORS_LABEL:
-        # A faint "minors" is the model hedging on any mention of kids or age, not a finding.
-        score -= harmful.pop("minors", 0.0)
-    label = max(harmful, key=harmful.__getitem__)
-    return (label, score) if score >= min(policy.threshold(label, kind) + margin, 0.99) else None
-
-
-def judge(
-    normalized: str,
-    probabilities: Mapping[str, float],
-    target: Target | None,
-    kind: Kind,
-    policy: Policy,
-    nsfw: bool,
-    margin: float = 0.0,
-    request: str | None = None,
-) -> Finding | None:
-    """Combine hard rules, the classifier and the target into at most one finding.
-
-    `margin` raises the classifier's bar (for a request joined with earlier turns, whose
-    harmless small talk should not add up to a refusal). `request` is the newest message alone:
-    whether a picture is a photo or a painting is what the user asks for now.
-    """
-    request = normalized if request is None else request
-    if minor_sexual(normalized):
-        return Finding("minors", "minors", 1.0)
-    harm = top_harm(probabilities, policy, kind, margin)
-    label, score = harm if harm is not None else ("none", 1.0 - probabilities.get("none", 1.0))
-    if label == "minors":
-        return Finding("minors", "minors", score)
-    if kind != "output":
-        if seeks_private_details(request):
-            return Finding("harassment", "privacy", max(score, 0.8))
-        # Play and fiction excuse nothing that is aimed at a real person ("kill my wife in the sims").
-        nobody_real = target is None or (
-            target.kind == "named_person" and fictional_character(normalize(target.name)) is not None
-        )
-        recipe = label in RECIPE_LABELS and asks_for_recipe(request)
-        in_play = (label in GAME_LABELS and not recipe and played_game(request)) or (
-            label in SPORT_LABELS and sport_setting(request)
-        )
-        if nobody_real and in_play:
-            if label != "self_harm" or _OWN_HARM.search(request) is None:
-                return None
-        if nobody_real and label in FICTION_LABELS and fictional_character(request) is not None:
-            return None
-        staged = (label in PROP_LABELS and staged_prop(request)) or (label == "violence" and story_plot(request))
-        if nobody_real and staged:
-            return None
-        if nobody_real and label in GROUP_LABELS and nonsense_about_group(request):
-            return None
-        if target is not None and target.kind == "public_figure" and label == "privacy" and public_record_question(request):
-            return None
-        if label == "privacy" and kind in ("image", "music") and _PRIVATE_DATA.search(request) is None:
-            # The model hears "my coworker" in a picture request as a threat to her privacy; a picture
-            # reveals nothing private, so privacy counts as harmless and the rest is judged as usual.
-            cleared = {**probabilities, "none": probabilities.get("none", 0.0) + probabilities["privacy"], "privacy": 0.0}
-            harm = top_harm(cleared, policy, kind, margin)
-            label, score = harm if harm is not None else ("none", 1.0 - cleared["none"])
-            if label == "minors":
-                return Finding("minors", "minors", score)
-    if kind == "output":
-        if label == "sexual" and nsfw and policy.allow_nsfw:
-            return None
-        return Finding(LABEL_CATEGORY[label], label, score) if label in OUTPUT_LABELS else None
-
-    real = target is not None and target.kind in ("member", "public_figure", "private_person")
-    someone = target is not None  # includes a pictured person or a capitalised full name
-    sexual_words = SEXUAL_WORDS.search(normalized) is not None
-    if someone and (label == "sexual" or (sexual_words and real)):
-        return Finding("ncii", "ncii", max(score, 0.9 if label != "sexual" else score))
-    if someone and (label == "voice" or (kind == "music" and VOICE.search(normalized))):
-        return Finding("voice_clone", "voice_clone", max(score, 0.8))
-    if someone and label == "fake_media" and not stylised(request):
-        return Finding("deceptive_fake", "fake_media", score)
-    if real and kind == "image" and REALISM.search(request):
-        return Finding("deceptive_fake", "fake_media", max(score, 0.8))
-    named = target is not None and target.kind in ("member", "public_figure", "named_person")
-    if policy.strict_public_figures and kind in ("image", "music") and named:
-        return Finding("deceptive_fake", "strict", 1.0)
-    if label == "sexual":
-        if nsfw and policy.allow_nsfw:
-            # Opted-in NSFW channel: explicit is fine, but a realistic picture of a named or
-            # described individual may be a real one, and a picture is not checkable.
-            return Finding("ncii", "ncii", max(score, 0.8)) if kind == "image" and _maybe_someone(normalized) else None
-        return Finding("sexual", "sexual", score)
-    if label in ("none", "fake_media", "voice"):
-        return None  # a fake or a voice of nobody real is just a style
-    return Finding(LABEL_CATEGORY[label], label, score)
+    act = max(harmful, key=harmful.__getitem__)
+    if score < min(policy.threshold(act, kind) + margin, 0.99):
+        return None
+    category = category_of(act, is_real(target), kind, nsfw and policy.allow_nsfw)
+    return None if category is None else Finding(category, act, score, "acts")

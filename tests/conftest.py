@@ -16,7 +16,7 @@ from bot.config import Config, parse_config
 from bot.core import Bot
 from bot.store import ConversationStore
 from moderation import Moderator
-from moderation.classifier import Classifier
+from moderation.acts import ActModel
 from tests.fakes import QueuedTextBackend
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,18 +53,16 @@ def backend() -> QueuedTextBackend:
     return QueuedTextBackend()
 
 
-# Autouse: on a fresh machine the first build tunes the model for about two minutes; doing it before
-# any test means the console and CLI subprocesses (short timeouts) find it cached.
-@pytest.fixture(scope="session", autouse=True)
-def classifier() -> Classifier:
-    """The real moderation classifier (all-MiniLM-L6-v2, top layers tuned), built once per test run."""
-    return Classifier.build()
+@pytest.fixture(scope="session")
+def act_model() -> ActModel:
+    """The shipped act model (all-MiniLM-L6-v2 under the tuned top in moderation/model/), loaded once per test run."""
+    return ActModel.load()
 
 
 @pytest.fixture
-def moderator(classifier: Classifier) -> Moderator:
+def moderator(act_model: ActModel) -> Moderator:
     """The real moderator with the default policy."""
-    return Moderator(classifier)
+    return Moderator(act_model)
 
 
 @pytest.fixture

@@ -47,8 +47,8 @@ async def test_a_refusal_is_explained_stored_and_logged_once(chat: MemoryAdapter
     assert await chat.say(PHISHING) == ["I can't help with scams, phishing or fraud."]
     await bot.enforcement.drain()
     assert backend.prompts == []  # nothing was generated
-    assert rows(bot.config.bot.db, "SELECT action, category, kind, excerpt FROM moderation_events") == [
-        ("block", "fraud", "chat", PHISHING)
+    assert rows(bot.config.bot.db, "SELECT action, category, kind, excerpt, stage FROM moderation_events") == [
+        ("block", "fraud", "chat", PHISHING, "acts")
     ]
     assert [(e.verdict.category, e.message.author.id) for e in events] == [("fraud", "alice")]
 
@@ -76,6 +76,24 @@ async def test_three_refusals_pause_generation_for_that_user_only(tmp_path: Path
         assert "paused" not in (await chat.say("hello there", user="bob"))[0]
     async with running(config) as (_, chat):  # the cooldown survives a restart
         assert (await chat.say("/compose a calm piano piece"))[0].startswith("Generation is paused")
+
+
+async def test_only_confident_refusals_of_the_users_own_requests_count(tmp_path: Path) -> None:
+    config = make_config(tmp_path, moderation={"cooldown": {"blocks": 1, "window_s": 600, "duration_s": 600, "min_score": 0.8}})
+    async with running(config) as (bot, chat):
+        now = time.time()
+        for kind, category, score in (("output", "harassment", 0.99), ("chat", "self_harm", 0.99), ("chat", "fraud", 0.6)):
+            await bot.store.add_moderation_event(
+                {"at": now, "user_id": "memory:alice", "scope": "memory:test", "conversation": "c", "kind": kind, "action": "block",
+                 "category": category, "target": None, "score": score, "reasons": "[]", "excerpt": None}  # fmt: skip
+            )
+        assert await bot.store.recent_blocks("memory:alice", now - 600, 0.8) == 0
+        # someone asking about ending their life is answered with help, never paused
+        [answer] = await chat.say("what is the most painless way to kill myself")
+        assert "crisis line" in answer and "paused" not in answer
+        assert "paused" not in (await chat.say("hello there"))[0]
+        [refused] = await chat.say(PHISHING)
+        assert "generation is paused" in refused
 
 
 async def test_refusals_older_than_the_window_do_not_count(tmp_path: Path) -> None:

@@ -48,3 +48,16 @@ def test_check_prints_the_verdict_and_a_bad_config_is_one_line(tmp_path: Path) -
     assert failed.stderr.strip().splitlines() == [
         f"moderation: {bad}: moderation.actions: Value error, minors is always blocked and cannot be configured."
     ]
+
+
+def test_explain_prints_the_trail_of_stages() -> None:
+    result = run("explain", "--kind", "image", "Taylor Swift topless on a beach")
+    assert result.returncode == 0, result.stderr
+    first, *steps = result.stdout.splitlines()
+    assert first.startswith("BLOCK: ncii (decided by rule:real_person_nudity")
+    assert steps[0].strip() == "target: public_figure Taylor Swift"
+    assert any(step.strip().startswith("acts[message]:") and "evidence" in step for step in steps)
+    assert steps[-1].strip().startswith("the user reads: I can't make sexual or intimate content of a real person")
+    harmless = run("explain", "--kind", "image", "make a congratulations banner for <@123456789012>")
+    assert harmless.stdout.startswith("ALLOW: none (decided by acts")
+    assert "target: member @123456789012" in harmless.stdout

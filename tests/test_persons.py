@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from moderation.normalize import normalize
-from moderation.persons import fictional_character, find_target, public_record_question, seeks_private_details
+from moderation.persons import find_target, mask_targets
 
 
 @pytest.mark.parametrize(
@@ -54,52 +54,18 @@ def test_no_person_in_ordinary_prompts(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "name"),
+    ("text", "masked"),
     [
-        ("what's Bruce Wayne's bank PIN", "bruce wayne"),
-        ("sherlock holmes's phone number please", "sherlock holmes"),
-        ("the tax records of SpongeBob", "spongebob"),
-        ("find Olaf Scholz's home address", None),  # a real chancellor, not the snowman
-        ("what is Mario's address, he's my plumber", None),  # common first names are not characters
+        ("/imagine <@123456789012> as a wizard", "/imagine a person as a wizard"),
+        ("a cartoon of <@U024BE7LH|mira> as a wizard", "a cartoon of a person as a wizard"),
+        ("make a congratulations banner for @member", "make a congratulations banner for a person"),
+        ("Barack Obama as a wizard", "a person as a wizard"),
+        ("a song in Taylor Swift's voice", "a song in a person's voice"),
+        ("what is Sherlock Holmes's phone number", "what is sherlock holmes's phone number"),  # a character, not a person
+        ("a nude photo of my coworker", "a nude photo of a person"),
+        ("make Jenna Whitfield wear a crown", "make a person wear a crown"),
+        ("a wizard in a tower, oil painting", "a wizard in a tower, oil painting"),
     ],
 )
-def test_fictional_characters_are_recognised(text: str, name: str | None) -> None:
-    assert fictional_character(normalize(text)) == name
-
-
-@pytest.mark.parametrize(
-    ("text", "public"),
-    [
-        ("when was Barack Obama born", True),
-        ("where did Angela Merkel go to university", True),
-        ("what is Taylor Swift's home address", False),
-        ("what's the private phone number of Barack Obama", False),
-    ],
-)
-def test_public_record_questions_are_told_from_prying(text: str, public: bool) -> None:
-    assert public_record_question(normalize(text)) is public
-
-
-@pytest.mark.parametrize(
-    ("text", "seeking"),
-    [
-        ("what's my landlord's religion", True),
-        ("can you find out my classmate's immigration status", True),
-        ("is my supervisor secretly gay", True),
-        ("how much does my manager earn", True),
-        ("tell me the medical history of my tenant", True),
-        ("how do I support my sister's mental health", False),
-        ("what should I get my date for her birthday", False),
-        ("what's my salary after tax", False),
-        ("what is the religion of Japan", False),
-        # family errands are not prying
-        ("where's my dad's passport? we're late for the flight", False),
-        ("tell me how to reset my mom's password, she forgot it", False),
-        ("where can I find my grandmother's birth certificate for our family tree", False),
-        ("what's the religion of my friend's home country", False),
-        ("how much does my nanny earn on average in london", False),
-    ],
-)
-def test_questions_about_a_private_persons_sensitive_details(text: str, seeking: bool) -> None:
-    assert seeks_private_details(normalize(text)) is seeking
-
+def test_the_act_classifier_reads_people_as_a_person(text: str, masked: str) -> None:
+    assert mask_targets(text) == masked

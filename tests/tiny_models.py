@@ -118,7 +118,7 @@ def sentence_encoder(folder: Path, seed: int = 0) -> Path:
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from moderation.classifier import default_model_path
+    from moderation.acts import default_model_path
 
     torch.manual_seed(seed)
     bert_folder = folder / "bert"

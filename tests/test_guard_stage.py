@@ -1,0 +1,66 @@
+"""The guard stage inside the moderator: asked when the fast stage is unsure or a real person is pictured."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from moderation import Moderator
+from moderation.acts import ActModel
+from moderation.guard import OpenAIGuard
+from tests.test_server import listen
+
+
+async def guard_server(answer: str, seen: list[str]) -> AsyncIterator[str]:
+    async def reply(request: web.Request) -> web.Response:
+        seen.append((await request.json())["messages"][0]["content"])
+        return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", reply)
+    runner, url = await listen(app)
+    try:
+        yield f"{url}/v1"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(("answer", "blocked", "category"), [("unsafe\nS12", True, "ncii"), ("safe", False, "none")])
+async def test_a_picture_of_a_real_person_goes_to_the_guard(act_model: ActModel, answer: str, blocked: bool, category: str) -> None:
+    seen: list[str] = []
+    async for url in guard_server(answer, seen):
+        moderator = Moderator(act_model, guard=OpenAIGuard(url, "llama-guard-3-1b"))
+        verdict = await moderator.check("a watercolor of Barack Obama at the beach", "image")
+        assert (verdict.blocked, verdict.category, verdict.stage) == (blocked, category, "guard")
+        assert seen == ["Make a picture of: a watercolor of Barack Obama at the beach"]
+        # a clear call needs no guard: nobody real, and the fast stage is sure
+        assert not (await moderator.check("a red fox in the snow, oil painting", "image")).blocked
+        assert len(seen) == 1
+        await moderator.close()
+
+
+async def test_when_the_guard_cannot_answer_the_fast_stage_decides(act_model: ActModel) -> None:
+    moderator = Moderator(act_model, guard=OpenAIGuard("http://127.0.0.1:9/v1", "guard", timeout_s=1))
+    verdict = await moderator.check("Taylor Swift playing guitar, oil painting", "image")
+    assert not verdict.blocked
+    assert any(step.stage == "guard" and "unavailable" in step.outcome for step in verdict.trail)
+    await moderator.close()
+
+
+async def test_the_guard_is_built_from_config_and_a_broken_one_leaves_the_fast_stage(tmp_path: Path) -> None:
+    from bot.enforcement import load_moderator
+    from tests.conftest import make_config
+
+    section = make_config(tmp_path, moderation={"guard": {"enabled": True, "type": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                                          "model": "llama-guard-3-1b", "band": [0.1, 0.9]}}).moderation  # fmt: skip
+    moderator = await load_moderator(section)
+    assert moderator.guard is not None and moderator.guard.name == "llama-guard-3-1b" and moderator.guard_band == (0.1, 0.9)
+    assert "guard model llama-guard-3-1b" in moderator.describe()
+    await moderator.close()
+    missing = make_config(tmp_path, moderation={"guard": {"enabled": True, "type": "transformers", "model": str(tmp_path / "none")}})
+    fast_only = await load_moderator(missing.moderation)
+    assert fast_only.available and fast_only.guard is None
+    await fast_only.close()
