@@ -164,7 +164,7 @@ class Host:
         if self.moderator.enabled and not self.moderator.available:
             raise ApiError(503, "moderation is not running on this host, so generation is refused", "server_error")
         verdict = await self.moderator.check(text, kind, context or [])
-        if not verdict.blocked and negative and removes_clothing(negative):
+        if not verdict.blocked and negative and await asyncio.to_thread(removes_clothing, negative):
             verdict = await self.moderator.check(f"{text}, nude, naked", kind)  # the picture it asks for
         if verdict.blocked:
             log.info("refused a %s prompt: %s (decided by %s)", kind, verdict.category, verdict.stage)
@@ -242,8 +242,11 @@ class Host:
         served = self._model("text", body)
         turns = _turns(body)
         asked = [turn.text for turn in turns if turn.role == "user"]
-        if asked:
-            await self._moderate(asked[-1], "chat", asked[-2::-1][:3])
+        if not asked:
+            raise ApiError(400, "'messages' needs at least one user message")
+        # The client wrote every turn, the system prompt and earlier "assistant" turns too: each is checked.
+        earlier = [(turn.text, "output" if turn.role == "assistant" else "chat") for turn in turns[:-1] if turn.text.strip()]
+        await asyncio.gather(self._moderate(asked[-1], "chat", asked[-2::-1][:3]), *(self._moderate(text, kind) for text, kind in earlier))  # type: ignore[arg-type]
         options = TextOptions(
             max_tokens=int(_number(body, "max_tokens", 256, 1, 8192)),
             temperature=_number(body, "temperature", 0.8, 0, 2),

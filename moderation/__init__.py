@@ -21,6 +21,7 @@ from moderation.policy import (
     Kind,
     Policy,
     act_finding,
+    asks_nudity_or_voice,
     is_real,
     minor_sexual,
     refusal,
@@ -53,7 +54,9 @@ WINDOW_CHARS = 480
 PIECE_CHARS = 240
 # A piece read alone has lost its context, so it must be a surer call than the whole message.
 PIECE_MARGIN = 0.15
-MAX_PIECES = 24
+# Past this many pieces (about 24,000 characters) a message is refused as too long to check, not
+# half read: a harmful ask at the end of a long paste must not go unseen.
+MAX_PIECES = 100
 _SENTENCE_END = re.compile(r"(?<=[.!?;:\n])\s+")
 
 
@@ -75,7 +78,7 @@ def windows(masked: str) -> list[str]:
     if current:
         pieces.append(current)
     whole = masked[:WINDOW_CHARS]
-    return [whole, *[piece for piece in dict.fromkeys(pieces) if piece != whole][:MAX_PIECES]]
+    return [whole, *[piece for piece in dict.fromkeys(pieces) if piece != whole]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,16 +226,20 @@ class Moderator:
         rule = rule_finding(normalized, own, kind, policy)
         joined_text = " ".join([*reversed(context), text]) if context and kind != "output" else ""
         joined_target = (own or find_target(" ".join(context))) if joined_text else None
-        if rule is None and joined_text:
-            # A request split over messages ("my coworker jane" … "now make her topless") is one request.
-            rule = rule_finding(normalize(joined_text), joined_target, kind, policy)
+        if rule is None and joined_text and asks_nudity_or_voice(normalized, kind):
+            # A request split over messages ("my coworker jane" … "now make her topless") is one request,
+            # but only the newest message can make it one: strict mode never reaches back.
+            rule = rule_finding(normalize(joined_text), joined_target, kind, replace(policy, strict_public_figures=False))
             own = joined_target if rule is not None else own
         steps.append(Step("rules", f"{rule.reason} → {rule.category}" if rule else "none apply"))
         masked = mask_targets(text, mentions)
+        pieces = windows(masked)
+        if rule is None and len(pieces) > MAX_PIECES + 1:
+            rule = Finding("other", "too_long", 0.0, "rule:too_long")
         candidates = [
             _Candidate(window, own, SHORT_MARGIN if len(window.split()) <= SHORT_WORDS else (0.0 if at == 0 else PIECE_MARGIN),
                        "message" if at == 0 else f"piece {at}")
-            for at, window in enumerate(windows(masked))
+            for at, window in enumerate(pieces[: MAX_PIECES + 1])
         ]  # fmt: skip
         if joined_text:
             candidates.append(_Candidate(mask_targets(joined_text, mentions)[-WINDOW_CHARS:], joined_target, CONTEXT_MARGIN, "with context"))
@@ -259,7 +266,7 @@ class Moderator:
                 steps.append(Step("acts[with context]", "the newest message alone is harmless, so its context cannot refuse it",
                                   f"{describe_probabilities(reading.probabilities)}; newest message {own_harm:.2f}"))  # fmt: skip
                 continue
-            familiar = reading.evidence >= floor or reading.admin_example is not None
+            familiar = reading.evidence >= floor or reading.admin_example is not None or (finding is not None and finding.category == "minors")
             detail = f"{describe_probabilities(reading.probabilities)}; evidence {reading.evidence:.2f} (floor {floor:.2f})"
             if reading.admin_example is not None:
                 detail += f"; matches an admin example: {reading.admin_example[:60]!r}"
@@ -282,8 +289,13 @@ class Moderator:
         )  # fmt: skip
 
     def _guard_wanted(self, verdict: Verdict, own: Target | None, kind: Kind) -> bool:
-        """The guard hears what the fast stage is unsure of, and every picture or song about a real person."""
+        """The guard hears what the fast stage is unsure of, and every picture or song about a real person.
+
+        It may add a refusal, or lift one the fast stage was unsure of; never a confident one, never minors.
+        """
         low, high = self.guard_band
+        if verdict.blocked and (verdict.score >= high or verdict.category == "minors"):
+            return False
         return low <= verdict.score < high or (kind in ("image", "music") and is_real(own))
 
     async def _ask_guard(self, text: str, verdict: Verdict, own: Target | None, kind: Kind, policy: Policy, nsfw: bool) -> Verdict:
@@ -304,15 +316,20 @@ class Moderator:
             return Verdict("allow", target=str(own) if own else None, score=verdict.score, reasons=("the guard model found it safe",),
                            stage="guard", trail=tuple(steps))  # fmt: skip
         known = [category for category in said.categories if category in ACT_LABELS and category != "none"]
-        if known:
-            finding = act_finding({"none": 0.0, known[0]: 1.0}, own, kind, policy, nsfw)
+        findings = [act_finding({"none": 0.0, act: 1.0}, own, kind, policy, nsfw) for act in known]
+        refusals = [found for found in findings if found is not None]
+        if refusals:  # every category the guard names is judged; the most specific refusal explains it
+            finding = min(refusals, key=lambda found: SEVERITY.get(found.category, len(SEVERITY)))
+        elif known:
+            finding = None
         else:  # unsafe for a reason of the guard's own (a jailbreak, say), or none given
-            finding = Finding("other", "guard", 1.0, "guard")
+            finding = Finding("other", "guard", verdict.score, "guard")
         steps.append(Step(f"guard[{self.guard.name}]", f"unsafe: {', '.join(said.categories) or 'unspecified'}", said.raw.strip()[:80]))
         if finding is None:
             steps.append(Step("policy", "allow", "the guard's category needs a real person here"))
             return Verdict("allow", target=str(own) if own else None, score=verdict.score, stage="guard", trail=tuple(steps))
-        finding = Finding(finding.category, finding.reason, finding.score, "guard")
+        # The guard's word is not a confident refusal of the user: the fast stage's score stays (cooldowns count by it).
+        finding = Finding(finding.category, finding.reason, verdict.score, "guard")
         return self._verdict(finding, own, said.raw.strip()[:80], policy, kind, steps)
 
     def _rules_only(self, text: str, kind: Kind, context: Sequence[str]) -> Verdict:

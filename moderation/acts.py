@@ -204,8 +204,10 @@ class ActModel:
         for row, probs in enumerate(probabilities):
             mapping = dict(zip(self.labels, (float(p) for p in probs), strict=True))
             matched = None
-            if admin is not None and float(admin.values[row]) >= ADMIN_MATCH:
-                index = int(admin.indices[row])
+            index = int(admin.indices[row]) if admin is not None else -1
+            # An admin may say a request is harmless, but not hide a reading of minors.
+            hides_minors = index >= 0 and self.admin_labels[index] == "none" and mapping.get("minors", 0.0) >= 0.3
+            if admin is not None and float(admin.values[row]) >= ADMIN_MATCH and not hides_minors:
                 matched = self.admin_texts[index]
                 mapping = {label: (1.0 if label == self.admin_labels[index] else 0.0) for label in self.labels}
             readings.append(Reading(mapping, float(evidence[row]), matched))

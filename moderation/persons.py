@@ -211,8 +211,13 @@ _TYPED_MENTION = re.compile(r"(?<![\w<@])@[\w.\-]{2,32}")
 _POSSESSIVE = re.compile(r"(?:'s|’s)$")
 
 
+# Masked as "a child", not "a person": the age is what the act model must still see.
+_CHILD_RELATIONS = re.compile(r"\b(?:daughter|son|niece|nephew|grandson|granddaughter|stepdaughter|stepson|kid|pupil)s?\b")
+
+
 def _masked(match: re.Match[str]) -> str:
-    return PLACEHOLDER + ("'s" if _POSSESSIVE.search(match.group(0)) else "")
+    who = "a child" if _CHILD_RELATIONS.search(match.group(0)) else PLACEHOLDER
+    return who + ("'s" if _POSSESSIVE.search(match.group(0)) else "")
 
 
 

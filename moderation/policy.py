@@ -25,8 +25,10 @@ TABLE_FILE = Path(__file__).with_name("policy.yaml")
 # The probability of "some harmful act" above which the act counts. Chosen on our development split
 # (docs/moderation.md); a server may set its own per label.
 DEFAULT_THRESHOLD = 0.5
+# A reading of minors this clear refuses whatever else the model says (it cannot be allowed by any server).
+MINORS_READING = 0.3
 # Generated text is judged as content: only a clear finding withdraws an answer the user already asked for.
-OUTPUT_THRESHOLD = 0.9
+OUTPUT_THRESHOLD = 0.99
 # Who counts as a real person for the table: a member, a known public figure, a described private
 # person, or the person in an attached photo. A capitalised name alone may be anyone (or no one).
 REAL_TARGETS = frozenset({"member", "public_figure", "private_person", "pictured_person"})
@@ -106,6 +108,7 @@ REFUSALS: dict[str, str] = {
     "hate": "I can't write content that demeans people for who they are.",
     "privacy": "I can't help find or expose someone's private information.",
     "guard": "I can't help with that request; the safety check flagged it.",
+    "too_long": "That message is too long for me to check at once; please send it in shorter parts.",
     "self_harm": "I can't help with that, but you don't have to face it alone: please reach out to someone you trust or a local crisis line.",
 }  # fmt: skip
 OUTPUT_REFUSAL = "I wrote an answer I can't post here ({why}); please ask differently."
@@ -188,6 +191,12 @@ def is_real(target: Target | None) -> bool:
     return target is not None and target.kind in REAL_TARGETS
 
 
+def asks_nudity_or_voice(normalized: str, kind: Kind) -> bool:
+    """Whether a message itself asks for nudity, intimacy or a voice: only then can earlier turns supply the person."""
+    return bool(SEXUAL_WORDS.search(normalized) or _MINOR_WORDS.search(normalized) or (kind != "chat" and _INTIMATE.search(normalized))
+                or (kind == "music" and VOICE.search(normalized)))  # fmt: skip
+
+
 def rule_finding(normalized: str, target: Target | None, kind: Kind, policy: Policy) -> Finding | None:
     """The rules that are policy, not judgement: minors; a real person with nudity or intimate words;
     a real singer's voice in music; strict mode's named people."""
@@ -208,13 +217,20 @@ def rule_finding(normalized: str, target: Target | None, kind: Kind, policy: Pol
 def act_finding(
     probabilities: Mapping[str, float], target: Target | None, kind: Kind, policy: Policy, nsfw: bool, margin: float = 0.0
 ) -> Finding | None:
-    """The learned act's finding through the table: "anything harmful" past its threshold, the likeliest act named."""
-    harmful = {label: p for label, p in probabilities.items() if label != "none"}
-    if not harmful:
+    """The learned act's finding through the table: refused when the acts the table refuses here are,
+    together, likely enough; the likeliest of them names it. An act the table allows (a realistic
+    picture of nobody real, explicit content in an opted-in NSFW channel) neither refuses nor hides another."""
+    if probabilities.get("minors", 0.0) >= MINORS_READING:
+        return Finding("minors", "minors", 1.0 - probabilities.get("none", 0.0), "acts")
+    refused = sorted(
+        ((p, act, category) for act, p in probabilities.items() if act != "none"
+         for category in [category_of(act, is_real(target), kind, nsfw and policy.allow_nsfw)] if category is not None),
+        reverse=True,
+    )  # fmt: skip
+    if not refused:
         return None
-    score = 1.0 - probabilities.get("none", 0.0)
-    act = max(harmful, key=harmful.__getitem__)
+    score = sum(p for p, _, _ in refused)
+    _, act, category = refused[0]
     if score < min(policy.threshold(act, kind) + margin, 0.99):
         return None
-    category = category_of(act, is_real(target), kind, nsfw and policy.allow_nsfw)
-    return None if category is None else Finding(category, act, score, "acts")
+    return Finding(category, act, score, "acts")

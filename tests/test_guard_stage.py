@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from moderation import Moderator
+from moderation import Moderator, Policy
 from moderation.acts import ActModel
 from moderation.guard import OpenAIGuard
 from tests.test_server import listen
@@ -64,3 +64,24 @@ async def test_the_guard_is_built_from_config_and_a_broken_one_leaves_the_fast_s
     fast_only = await load_moderator(missing.moderation)
     assert fast_only.available and fast_only.guard is None
     await fast_only.close()
+
+
+async def test_the_guard_never_lifts_a_confident_refusal(act_model: ActModel) -> None:
+    seen: list[str] = []
+    async for url in guard_server("safe", seen):
+        moderator = Moderator(act_model, guard=OpenAIGuard(url, "guard"))
+        fake = await moderator.check("a realistic tweet screenshot of Joe Biden saying he will ban all guns tomorrow", "image")
+        assert fake.blocked and fake.category == "deceptive_fake" and seen == []
+        assert (await moderator.check("Taylor Swift topless on a beach", "image")).blocked  # a rule: no guard at all
+        assert seen == []
+        await moderator.close()
+
+
+async def test_every_category_the_guard_names_is_judged(act_model: ActModel) -> None:
+    seen: list[str] = []
+    async for url in guard_server("unsafe\nS12,S4", seen):  # sexual content and child sexual exploitation
+        opted_in = Moderator(act_model, Policy(allow_nsfw=True), guard=OpenAIGuard(url, "guard"))
+        verdict = await opted_in.check("a watercolor of Barack Obama at the beach", "image", nsfw=True)
+        assert verdict.blocked and verdict.category == "minors" and verdict.stage == "guard"
+        assert verdict.score < 0.8  # the guard's word is not the user's confident refusal: no cooldown strike
+        await opted_in.close()

@@ -68,8 +68,8 @@ def test_a_server_threshold_moves_the_bar() -> None:
 
 
 def test_generated_text_needs_a_clear_finding() -> None:
-    assert act_finding({"none": 0.2, "hate": 0.8}, None, "output", Policy(), nsfw=False) is None
-    assert act_finding({"none": 0.02, "hate": 0.98}, None, "output", Policy(), nsfw=False) is not None
+    assert act_finding({"none": 0.03, "hate": 0.97}, None, "output", Policy(), nsfw=False) is None
+    assert act_finding({"none": 0.005, "hate": 0.995}, None, "output", Policy(), nsfw=False) is not None
 
 
 @pytest.mark.parametrize(
@@ -97,3 +97,15 @@ def test_strict_mode_refuses_named_people_in_pictures_not_in_chat() -> None:
     assert rule_finding("a cartoon of barack obama", OBAMA, "image", strict) is not None
     assert rule_finding("when was barack obama born", OBAMA, "chat", strict) is None
     assert rule_finding("a cartoon of barack obama", OBAMA, "image", Policy()) is None
+
+
+def test_an_act_the_table_allows_neither_refuses_nor_hides_another() -> None:
+    # a realistic picture of nobody real is a style; the little crime beside it is not enough alone
+    assert act_finding({"none": 0.3, "fake_media": 0.4, "crime": 0.3}, None, "image", Policy(), nsfw=False) is None
+    hidden = act_finding({"none": 0.1, "fake_media": 0.3, "crime": 0.6}, None, "image", Policy(), nsfw=False)
+    assert hidden is not None and hidden.category == "violence_weapons"
+    opted_in = Policy(allow_nsfw=True)
+    assert act_finding({"none": 0.1, "sexual": 0.85, "violence": 0.05}, None, "image", opted_in, nsfw=True) is None
+    # a clear reading of minors refuses whatever else is likelier
+    minors = act_finding({"none": 0.2, "sexual": 0.45, "minors": 0.35}, None, "image", opted_in, nsfw=True)
+    assert minors is not None and minors.category == "minors"
