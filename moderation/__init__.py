@@ -122,6 +122,11 @@ class _Candidate:
     name: str
 
 
+def _add_examples(model: ActModel, examples: Mapping[str, Sequence[str]]) -> None:
+    """Admin examples, masked as requests are, into the model's nearest-example table (off the loop)."""
+    model.add_examples({label: [mask_targets(text) for text in texts] for label, texts in examples.items()})
+
+
 def _warm_up() -> None:
     """Compile the person and word lists now, not on the first user's message (about 0.2 s)."""
     from moderation.persons import fiction
@@ -176,8 +181,7 @@ class Moderator:
         try:
             model = await asyncio.to_thread(ActModel.load, model_path=model_path)
             if examples:
-                masked = {label: [mask_targets(text) for text in texts] for label, texts in examples.items()}
-                await asyncio.to_thread(model.add_examples, masked)
+                await asyncio.to_thread(_add_examples, model, examples)
             await asyncio.to_thread(_warm_up)
         except Exception as error:  # any failure means "cannot moderate", which refuses generation
             log.error("moderation could not start, so generation is refused: %s", error)

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,8 @@ class TransformersGuard:
         self.max_new_tokens, self.strict = max_new_tokens, strict
         # A threading lock, taken inside the worker: a cancelled scan's thread runs on, and the next must wait for it.
         self._lock = threading.Lock()
+        # Its own thread: waiting scans must not fill the default pool that reading and the store share.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-guard")
         limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
         self.context_tokens = limit if isinstance(limit, int) and limit > 0 else None
 
@@ -193,7 +196,7 @@ class TransformersGuard:
         """The guard's verdict on `text`; GuardError when the model fails or answers in no known format."""
         prompt = guard_prompt(self.tokenizer, text, kind)
         try:
-            answer = await asyncio.to_thread(self._generate, prompt)
+            answer = await asyncio.get_running_loop().run_in_executor(self._executor, self._generate, prompt)
         except GuardError:
             raise
         except Exception as error:  # CUDA out of memory, a broken checkpoint: no verdict, logged for the admin
@@ -202,7 +205,8 @@ class TransformersGuard:
         return parse_guard_output(answer, strict=self.strict)
 
     async def close(self) -> None:
-        """Nothing to release: the weights go with the process."""
+        """Stop the guard's thread once a scan in hand is done (the weights go with the process)."""
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
 
 class OpenAIGuard:
