@@ -118,7 +118,7 @@ def _figures(path: Path = FIGURES_FILE) -> _Figures:
 def public_figure(normalized: str) -> str | None:
     """The canonical name of the first well-known person the (normalised) text names."""
     figures = _figures()
-    match = figures.pattern.search(normalized)
+    match = next((found for piece in clauses(normalized) if (found := figures.pattern.search(piece))), None)
     if match is None:
         return None
     alias = re.sub(r"(?:'s|’s)$", "", match.group(0))
@@ -225,23 +225,31 @@ _PIECE_CHARS = 400
 _BREAK = re.compile(r"(?<=[.!?,;:\n])\s+")
 
 
-def _in_pieces(pattern: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]) -> str:
-    """`pattern.sub(_masked, text)` a clause at a time: one call over a long paste holds the
-    interpreter lock for over 10 ms and stalls every other chat on the event loop."""
+def clauses(text: str) -> list[str]:
+    """`text` cut into runs of whole clauses of about 400 characters (joined, they are `text` again).
+
+    A regular expression over a long paste in one call holds the interpreter lock for over 10 ms and
+    stalls every other chat on the event loop; a clause at a time it lets go in between.
+    """
     if len(text) <= _PIECE_CHARS:
-        return pattern.sub(replace, text)
+        return [text]
     out: list[str] = []
     start = 0
     for match in _BREAK.finditer(text):
         if match.end() - start >= _PIECE_CHARS:
-            out.append(pattern.sub(replace, text[start : match.end()]))
+            out.append(text[start : match.end()])
             start = match.end()
     while len(text) - start > 2 * _PIECE_CHARS:  # a run-on paste without clause breaks: cut at spaces
         cut = text.rfind(" ", start, start + _PIECE_CHARS) + 1 or start + _PIECE_CHARS
-        out.append(pattern.sub(replace, text[start:cut]))
+        out.append(text[start:cut])
         start = cut
-    out.append(pattern.sub(replace, text[start:]))
-    return "".join(out)
+    out.append(text[start:])
+    return out
+
+
+def _in_pieces(pattern: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]) -> str:
+    """`pattern.sub(replace, text)`, a run of clauses at a time."""
+    return "".join(pattern.sub(replace, piece) for piece in clauses(text))
 
 
 def mask_targets(text: str, mentions: Sequence[str] = ()) -> str:
