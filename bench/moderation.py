@@ -19,10 +19,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from moderation import Moderator
-from moderation.train import load_exemplars
+from moderation.train import calibration_error, load_exemplars
 
 EVAL_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "moderation"
 DEFAULT_EVAL = EVAL_DIR / "dev.jsonl"
@@ -72,18 +74,6 @@ def rate(hits: int, n: int) -> dict[str, Any]:
     return {"value": round(hits / n, 3) if n else None, "n": n, "ci95": wilson(hits, n)}
 
 
-def calibration_error(scores: list[float], truth: list[bool], bins: int = 10) -> float:
-    """Expected calibration error: how far "score 0.7" is from "harmful 70% of the time"."""
-    total = 0.0
-    for low in range(bins):
-        inside = [(s, t) for s, t in zip(scores, truth, strict=True) if low / bins <= s < (low + 1) / bins or (low == bins - 1 and s == 1.0)]
-        if inside:
-            mean_score = sum(s for s, _ in inside) / len(inside)
-            share = sum(t for _, t in inside) / len(inside)
-            total += len(inside) / len(scores) * abs(mean_score - share)
-    return round(total, 4)
-
-
 async def real_traffic(moderator: Moderator, limit: int = 0) -> dict[str, Any]:
     """ToxicChat (real chat prompts, human labels) and real Discord image prompts (our labels)."""
     report: dict[str, Any] = {}
@@ -103,7 +93,7 @@ async def real_traffic(moderator: Moderator, limit: int = 0) -> dict[str, Any]:
             "precision": round(tp / max(tp + fp, 1), 3),
             "jailbreak_recall": rate(sum(1 for r, v in zip(rows, results, strict=True) if r.get("jailbreaking") and v.blocked),
                                      sum(1 for r in rows if r.get("jailbreaking"))),
-            "calibration_error": calibration_error([min(max(v.score, 0.0), 1.0) for v in results], truth),
+            "calibration_error": calibration_error(np.clip([v.score for v in results], 0.0, 1.0), np.asarray(truth, dtype=float)),
             "refused_as": dict(Counter(v.category for t, v in zip(truth, results, strict=True) if not t and v.blocked)),
         }  # fmt: skip
     else:

@@ -208,10 +208,10 @@ class Moderator:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         if not self.enabled:
             return await asyncio.to_thread(self._rules_only, text, kind, context)
-        if self._batcher is None or not self.available or self.model is None:
+        if self._batcher is None or not self.available:
             raise RuntimeError("moderation is not available")
         policy = self.policy_for(scope)
-        normalized, own, candidates, rule, steps = await asyncio.to_thread(
+        own, candidates, rule, steps = await asyncio.to_thread(
             self._read, text, kind, context, mentions, with_attachment, policy
         )
         readings = await self._batcher.classify([candidate.masked for candidate in candidates])
@@ -222,8 +222,8 @@ class Moderator:
 
     def _read(
         self, text: str, kind: Kind, context: Sequence[str], mentions: Sequence[str], with_attachment: bool, policy: Policy
-    ) -> tuple[str, Target | None, list[_Candidate], Finding | None, list[Step]]:
-        """The normalised request, its target, the masked texts to classify, and any rule's finding."""
+    ) -> tuple[Target | None, list[_Candidate], Finding | None, list[Step]]:
+        """The request's target, the masked texts to classify, any rule's finding, and the trail so far."""
         normalized = normalize(text)
         own = None if kind == "output" else find_target(text, normalized, mentions, with_attachment)
         steps = [Step("target", f"{own.kind} {own}" if own else "nobody real named")]
@@ -236,8 +236,7 @@ class Moderator:
             rule = rule_finding(normalize(joined_text), joined_target, kind, replace(policy, strict_public_figures=False))
             own = joined_target if rule is not None else own
         steps.append(Step("rules", f"{rule.reason} → {rule.category}" if rule else "none apply"))
-        masked = mask_targets(text, mentions)
-        pieces = windows(masked)
+        pieces = windows(mask_targets(text, mentions, normalized))
         if rule is None and len(pieces) > MAX_PIECES + 1:
             rule = Finding("other", "too_long", 0.0, "rule:too_long")
         candidates = [
@@ -247,7 +246,7 @@ class Moderator:
         ]  # fmt: skip
         if joined_text:
             candidates.append(_Candidate(mask_targets(joined_text, mentions)[-WINDOW_CHARS:], joined_target, CONTEXT_MARGIN, "with context"))
-        return normalized, own, candidates, rule, steps
+        return own, candidates, rule, steps
 
     def _decide(
         self,

@@ -9,6 +9,7 @@ name) is far from all of them, and far is not harmful.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -158,8 +159,6 @@ class ActModel:
             raise ActModelError(f"the moderation model {path} is missing; rebuild it with `python -m moderation train`")
         try:
             data = torch.load(path, weights_only=True)
-            import copy
-
             top = TunedTop(copy.deepcopy(encoder.top_layers), data["labels"], encoder.dim)
             top.load_state_dict({key: value.float() for key, value in data["state"].items()})
         except Exception as error:

@@ -252,7 +252,7 @@ def _in_pieces(pattern: re.Pattern[str], text: str, replace: Callable[[re.Match[
     return "".join(pattern.sub(replace, piece) for piece in clauses(text))
 
 
-def mask_targets(text: str, mentions: Sequence[str] = ()) -> str:
+def mask_targets(text: str, mentions: Sequence[str] = (), normalized: str | None = None) -> str:
     """The normalised text with each person it names put as "a person": the act is judged, not who.
 
     "@member as a wizard" and "Obama as a wizard" both read "a person as a wizard", so the act
@@ -263,7 +263,8 @@ def mask_targets(text: str, mentions: Sequence[str] = ()) -> str:
     for name in mentions:
         raw = raw.replace(f"@{name}", PLACEHOLDER)
     name = _full_name(raw)
-    normalized = normalize(raw)
+    # The caller's normalised text serves when no mention was replaced (it usually is: a mention is rare).
+    normalized = normalized if normalized is not None and raw == text else normalize(raw)
     if name is not None and fiction().characters.fullmatch(normalize(name)) is not None:
         name = None  # Sherlock Holmes stays Sherlock Holmes: a character's "private" details are fiction
     normalized = _in_pieces(_figures().pattern, normalized, _masked)  # before names: "Barack Obama" is one name

@@ -338,12 +338,6 @@ def train(
     return report
 
 
-def dev_split(data_dir: Path | None) -> list[Example]:
-    """The development split (masked), for the benchmark's calibration report."""
-    examples = load_exemplars() + (load_corpora(data_dir) if data_dir is not None else [])
-    return split([Example(mask_targets(e.text), e.label, e.source) for e in examples])[1]
-
-
 def check_loads(path: Path | None = None, model_path: Path | None = None) -> Mapping[str, object]:
     """Load what was written, as the bot will: a model that does not load must not ship."""
     return ActModel.load(path, model_path).meta

@@ -8,7 +8,7 @@ import logging
 import threading
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from moderation.guard import (
     parse_guard_output,
 )
 from tests import tiny_models
+from tests.loopback import LoopbackServer
 
 KEY = "sk-guard-test-0123456789abcdef"
 
@@ -165,13 +166,19 @@ def test_a_model_without_a_chat_template_is_refused_at_load(tmp_path: Path) -> N
 # --- over HTTP, against a real aiohttp server on 127.0.0.1 ---------------------------------------------
 
 
-@dataclass
-class GuardServer:
+class GuardServer(LoopbackServer):
     """An OpenAI-compatible /chat/completions that answers as `reply` says, remembering what it was sent."""
 
-    reply: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    requests: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)
-    release: asyncio.Event = field(default_factory=asyncio.Event)  # lets a slow handler finish before the server stops
+    def __init__(self, reply: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+        super().__init__()
+        self.reply = reply
+        self.requests: list[tuple[str | None, dict[str, Any]]] = []
+        self.release = asyncio.Event()  # lets a slow handler finish before the server stops
+
+    def routes(self, app: web.Application) -> None:
+        """The one route a guard client calls."""
+        app[SERVER] = self
+        app.router.add_post("/v1/chat/completions", self.handle)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.headers.get("Authorization"), await request.json()))
@@ -190,19 +197,12 @@ def completion(content: str) -> Callable[[web.Request], Awaitable[web.StreamResp
 
 async def serve(reply: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[tuple[GuardServer, str]]:
     server = GuardServer(reply)
-    app = web.Application()
-    app[SERVER] = server
-    app.router.add_post("/v1/chat/completions", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await server.start()
     try:
-        yield server, f"http://127.0.0.1:{port}/v1"
+        yield server, f"http://127.0.0.1:{server.port}/v1"
     finally:
         server.release.set()
-        await runner.cleanup()
+        await server.stop()
 
 
 @pytest.fixture

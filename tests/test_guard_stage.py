@@ -2,43 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from moderation import Moderator, Policy
 from moderation.acts import ActModel
 from moderation.guard import OpenAIGuard
-from tests.test_server import listen
+from tests.test_guard import GuardServer, completion, serve
 
 
-async def guard_server(answer: str, seen: list[str]) -> AsyncIterator[str]:
-    async def reply(request: web.Request) -> web.Response:
-        seen.append((await request.json())["messages"][0]["content"])
-        return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]})
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", reply)
-    runner, url = await listen(app)
-    try:
-        yield f"{url}/v1"
-    finally:
-        await runner.cleanup()
+def asked(server: GuardServer) -> list[str]:
+    """The texts the guard was asked about, in order."""
+    return [body["messages"][0]["content"] for _, body in server.requests]
 
 
 @pytest.mark.parametrize(("answer", "blocked", "category"), [("unsafe\nS12", True, "ncii"), ("safe", False, "none")])
 async def test_a_picture_of_a_real_person_goes_to_the_guard(act_model: ActModel, answer: str, blocked: bool, category: str) -> None:
-    seen: list[str] = []
-    async for url in guard_server(answer, seen):
+    async for server, url in serve(completion(answer)):
         moderator = Moderator(act_model, guard=OpenAIGuard(url, "llama-guard-3-1b"))
         verdict = await moderator.check("a watercolor of Barack Obama at the beach", "image")
         assert (verdict.blocked, verdict.category, verdict.stage) == (blocked, category, "guard")
-        assert seen == ["Make a picture of: a watercolor of Barack Obama at the beach"]
+        assert asked(server) == ["Make a picture of: a watercolor of Barack Obama at the beach"]
         # a clear call needs no guard: nobody real, and the fast stage is sure
         assert not (await moderator.check("a red fox in the snow, oil painting", "image")).blocked
-        assert len(seen) == 1
+        assert len(asked(server)) == 1
         await moderator.close()
 
 
@@ -67,19 +55,17 @@ async def test_the_guard_is_built_from_config_and_a_broken_one_leaves_the_fast_s
 
 
 async def test_the_guard_never_lifts_a_confident_refusal(act_model: ActModel) -> None:
-    seen: list[str] = []
-    async for url in guard_server("safe", seen):
+    async for server, url in serve(completion("safe")):
         moderator = Moderator(act_model, guard=OpenAIGuard(url, "guard"))
         fake = await moderator.check("a realistic tweet screenshot of Joe Biden saying he will ban all guns tomorrow", "image")
-        assert fake.blocked and fake.category == "deceptive_fake" and seen == []
+        assert fake.blocked and fake.category == "deceptive_fake" and asked(server) == []
         assert (await moderator.check("Taylor Swift topless on a beach", "image")).blocked  # a rule: no guard at all
-        assert seen == []
+        assert asked(server) == []
         await moderator.close()
 
 
 async def test_every_category_the_guard_names_is_judged(act_model: ActModel) -> None:
-    seen: list[str] = []
-    async for url in guard_server("unsafe\nS12,S4", seen):  # sexual content and child sexual exploitation
+    async for server, url in serve(completion("unsafe\nS12,S4")):  # sexual content and child sexual exploitation
         opted_in = Moderator(act_model, Policy(allow_nsfw=True), guard=OpenAIGuard(url, "guard"))
         verdict = await opted_in.check("a watercolor of Barack Obama at the beach", "image", nsfw=True)
         assert verdict.blocked and verdict.category == "minors" and verdict.stage == "guard"
