@@ -165,13 +165,13 @@ async def _run(config: Config) -> None:
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# A key short enough to guess over the network protects nothing.
+MIN_KEY_CHARS = 16
 
 
 async def _serve(config: Config, host: str, port: int) -> None:
     """The GPU host: load the configured backends and serve them over HTTP until Ctrl-C."""
     import os
-
-    from aiohttp import web
 
     from bot.backends import registry
     from bot.server import Host
@@ -181,6 +181,11 @@ async def _serve(config: Config, host: str, port: int) -> None:
         raise ConfigError(
             f"{config.serve.api_key_env} is not set, and the host would listen on {host}, beyond this machine: export a "
             "long random key (clients send it as a Bearer token), or bind 127.0.0.1."
+        )
+    if api_key is not None and len(api_key) < MIN_KEY_CHARS:
+        raise ConfigError(
+            f"{config.serve.api_key_env} is {len(api_key)} characters; use at least {MIN_KEY_CHARS} random ones, "
+            "e.g. the output of: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
     loaded = [await registry.load(kind, getattr(config.backends, kind)) for kind in ("text", "image", "music")]  # type: ignore[arg-type]
     for _, status in loaded:
@@ -192,18 +197,16 @@ async def _serve(config: Config, host: str, port: int) -> None:
 
         moderator = await load_moderator(config.moderation)
         print(f"atelier: {moderator.describe()} (checks every prompt this host receives)", file=sys.stderr)
-    app = Host(loaded[0][0], loaded[1][0], loaded[2][0], api_key, slots, moderator).app()
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    host_app = Host(loaded[0][0], loaded[1][0], loaded[2][0], api_key, slots, moderator)
     try:
-        await web.TCPSite(runner, host, port, backlog=1024).start()
+        listening = await host_app.listen(host, port)
     except OSError as error:
         raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror}); choose another --port.") from None
     print(f"atelier: serving on http://{host}:{port}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         await asyncio.Event().wait()
     finally:
-        await runner.cleanup()
+        await listening.close()
         for backend, _ in loaded:
             if backend is not None:
                 await backend.close()

@@ -11,6 +11,7 @@ from typing import Any
 from bot.errors import UserInputError
 
 MAX_SEED = 2**32 - 1
+MIN_TEMPO, MAX_TEMPO = 40, 240
 IMAGINE_OPTIONS = ("--seed", "--size", "--n", "--negative", "--steps", "--guidance")
 COMPOSE_OPTIONS = ("--duration", "--seed", "--tempo", "--guidance")
 MAX_STEPS = 50
@@ -107,7 +108,7 @@ def compose_params(args: str) -> dict[str, Any]:
     if not prompt:
         raise UserInputError("Describe the music after /compose, e.g. /compose calm piano for a rainy day.")
     duration = float(_number("--duration", options.get("--duration", "10"), 1, 30, float))
-    tempo = int(_number("--tempo", options["--tempo"], 40, 240)) if "--tempo" in options else None
+    tempo = int(_number("--tempo", options["--tempo"], MIN_TEMPO, MAX_TEMPO)) if "--tempo" in options else None
     return {"prompt": prompt, "seed": _seed(options), "duration_s": duration, "tempo": tempo} | _guidance(options)
 
 

@@ -27,13 +27,17 @@ def secret_env_names(config: Config) -> list[str]:
     return names
 
 
+# A client's text in a message (a header, a name) must not start a new, real-looking log line.
+CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in range(32) if code != 9} | {10: "\\n", 13: "\\r", 127: "\\x7f"}
+
+
 class RedactSecrets(logging.Filter):
     """Replaces secret values in log records, including their arguments and tracebacks."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        # Short values would mask ordinary words; real tokens are long.
-        self.secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+        # Every value, however short: a short secret is still a secret (the host refuses keys under 16 characters).
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
     def _mask(self, text: str) -> str:
         for secret in self.secrets:
@@ -41,10 +45,10 @@ class RedactSecrets(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Render the message once, mask it, and drop the raw arguments."""
+        """Render the message once, mask it, escape what could fake a log line, and drop the raw arguments."""
+        record.msg = self._mask(record.getMessage()).translate(CONTROL_ESCAPES)
+        record.args = None
         if self.secrets:
-            record.msg = self._mask(record.getMessage())
-            record.args = None
             if record.exc_info:
                 record.exc_text = self._mask(logging.Formatter().formatException(record.exc_info))
                 record.exc_info = None

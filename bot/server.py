@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot.backends.base import TextBackend, TextOptions
+from bot.connections import ACCEPT_BATCH, ConnectionGuard, raise_open_file_limit, read_body
 from bot.backends.media import (
     ImageBackend,
     ImageRequest,
@@ -26,7 +27,7 @@ from bot.backends.media import (
     MusicRequest,
 )
 from bot.errors import BotError
-from bot.job_args import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
+from bot.job_args import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MAX_TEMPO, MIN_TEMPO
 from bot.messages import Turn
 
 if TYPE_CHECKING:
@@ -141,6 +142,24 @@ def _sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
 
 
+@dataclass
+class Listening:
+    """A host bound to its address: the aiohttp runner and the listening socket in front of it."""
+
+    runner: web.AppRunner
+    listener: asyncio.AbstractServer
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when 0 asked for a free one)."""
+        return int(self.listener.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop accepting, then finish the connections and the app."""
+        self.listener.close()
+        await self.runner.cleanup()
+
+
 class Host:
     """The aiohttp application around the served backends."""
 
@@ -154,6 +173,7 @@ class Host:
         self.started = time.time()
         # Other clients than the bot can reach the host: with a moderator, it checks every prompt itself.
         self.moderator = moderator
+        self.guard = ConnectionGuard()
 
     async def _moderate(self, text: str, kind: Kind, context: list[str] | None = None, negative: str = "") -> None:
         """Refuse (400, content_policy_violation) what the bot's own moderation would refuse; 503 when it cannot run."""
@@ -170,9 +190,22 @@ class Host:
             log.info("refused a %s prompt: %s (decided by %s)", kind, verdict.category, verdict.stage)
             raise ApiError(400, verdict.message or f"refused by moderation ({verdict.category})", "content_policy_violation")
 
+    async def listen(self, address: str, port: int, backlog: int = ACCEPT_BATCH) -> Listening:
+        """Serve on address:port, every connection watched by the guard (OSError when the port is taken)."""
+        raise_open_file_limit()
+        runner = web.AppRunner(self.app(), access_log=None, keepalive_timeout=self.guard.header_timeout)
+        await runner.setup()
+        assert runner.server is not None
+        try:
+            listener = await asyncio.get_running_loop().create_server(self.guard.protocol_factory(runner.server), address, port, backlog=backlog)
+        except OSError:
+            await runner.cleanup()
+            raise
+        return Listening(runner, listener)
+
     def app(self) -> web.Application:
         """The web application, with auth and error shaping in front of every route."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors, self._auth])
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self.guard.middleware, self._errors, self._browsers, self._auth])
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/chat/completions", self.chat)
@@ -196,6 +229,16 @@ class Host:
             return ApiError(500, f"the model failed (ref {ref})", "server_error").response()
 
     @web.middleware
+    async def _browsers(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        # Any web page the operator visits could otherwise drive a keyless host on loopback: browsers send
+        # Origin on cross-site requests, and only a form-like content type skips their preflight check.
+        if request.headers.get("Origin"):
+            raise ApiError(403, "requests from web pages are refused: this API is for programs (send no Origin header)", "permission_error")
+        if request.method == "POST" and request.content_type != "application/json":
+            raise ApiError(415, "send the body as JSON with Content-Type: application/json")
+        return await handler(request)
+
+    @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         if self.api_key and request.path != "/health":
             given = request.headers.get("Authorization", "")
@@ -205,9 +248,13 @@ class Host:
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "the body is not valid JSON") from None
+            raw = await read_body(request)
+        except TimeoutError:
+            raise ApiError(408, "the request body arrived too slowly; send it at once") from None
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, nesting past the parser's depth, a huge integer
+            raise ApiError(400, "the body is not valid JSON (or is nested too deep, or holds a number too long)") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object")
         return body
@@ -305,10 +352,9 @@ class Host:
         body = await self._json(request)
         served = self._model("music", body)
         prompt = _prompt(body)
-        tempo = body.get("tempo")
         request_ = MusicRequest(
             prompt=prompt, seed=int(_number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)),
-            duration_s=_number(body, "duration", 10, 1, 30), tempo=int(tempo) if isinstance(tempo, int) else None,
+            duration_s=_number(body, "duration", 10, 1, 30), tempo=_optional(body, "tempo", MIN_TEMPO, MAX_TEMPO, int),
             guidance=_optional(body, "guidance", 0, MAX_GUIDANCE, float),
         )  # fmt: skip
         await self._moderate(prompt, "music")
@@ -321,7 +367,7 @@ class Host:
         stopped = threading.Event()
 
         def progress(fraction: float, note: str = "") -> None:  # called from the backend's worker thread
-            if stopped.is_set():
+            if stopped.is_set() or request.transport is None:  # cancelled, or the client hung up
                 raise JobCancelled("the client went away")
             loop.call_soon_threadsafe(updates.put_nowait, (fraction, note))
 
@@ -332,6 +378,9 @@ class Host:
                 except asyncio.CancelledError:
                     stopped.set()
                     raise
+                except JobCancelled:
+                    log.info("%s: the client hung up; generation stopped", served.name)
+                    raise ApiError(499, "the client closed the connection") from None
             return web.json_response(self._artifacts(artifacts))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)

@@ -143,6 +143,31 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_key(tmp_path: Path) -
     assert "ATELIER_API_KEY is not set" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_serve_refuses_a_key_short_enough_to_guess(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, "serve", "--host", "0.0.0.0", config="backends: {text: {type: markov}}", env={"ATELIER_API_KEY": "hunter2"})
+    assert result.returncode == 2
+    assert "ATELIER_API_KEY is 7 characters; use at least 16" in result.stderr and "hunter2" not in result.stderr
+
+
+def test_short_secrets_are_masked_and_a_client_newline_cannot_forge_a_log_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.logs import setup_logging
+
+    monkeypatch.setenv("ATELIER_API_KEY", "s3cr3t7")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging(parse_config({}), "INFO")
+        logging.getLogger("bot.test").warning("bad request from %s", "x\n2026-12-07 ERROR bot.core: s3cr3t7 leaked")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "x\\n2026-12-07 ERROR" in err and "s3cr3t7" not in err
+
+
 async def test_serve_starts_and_answers_health(tmp_path: Path) -> None:
     import socket
 
