@@ -1,4 +1,4 @@
-"""Command line: `python -m bot run | chat | serve`."""
+"""Command line: `python -m bot run | chat | serve | backup | restore`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import (
@@ -30,11 +31,13 @@ SWITCH_INTERVAL_S = 0.001
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Atelier: a generative bot for Discord and Slack.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve,backup,restore}")
     for name, text in (
         ("run", "start every adapter enabled in the config"),
         ("chat", "chat in this terminal (or pipe one message per line)"),
         ("serve", "serve the configured models over HTTP (the GPU host)"),
+        ("backup", "copy the store to a new file (safe while the bot runs)"),
+        ("restore", "replace the store with a backup (stop the bot first)"),
     ):
         command = sub.add_parser(name, help=text, description=text)
         command.add_argument("--config", metavar="PATH", help="config.yaml to use (default: ./config.yaml if present)")
@@ -45,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "chat":
             command.add_argument("--output-dir", metavar="DIR", help="where generated files go, overriding bot.output_dir")
+        if name in ("backup", "restore"):
+            command.add_argument("file", metavar="FILE", help="the backup file to write" if name == "backup" else "the backup to restore")
         if name == "serve":
             command.add_argument("--host", help="address to bind, overriding serve.host")
             command.add_argument("--port", type=int, help="port to bind, overriding serve.port")
@@ -65,9 +70,12 @@ async def _start_bot(config: Config) -> Bot:
     import sqlite3
 
     from bot.core import Bot
+    from bot.store_health import StoreRefused
 
     try:
         return await Bot.start(config)
+    except StoreRefused as error:
+        raise ConfigError(str(error)) from None
     except (sqlite3.Error, OSError, RuntimeError) as error:
         raise ConfigError(
             f"cannot open the store {config.bot.db} ({error}); check bot.db or --db names a writable SQLite file."
@@ -214,6 +222,26 @@ async def _serve(config: Config, host: str, port: int) -> None:
             await moderator.close()
 
 
+def _backup_or_restore(command: str, config: Config, file: Path) -> None:
+    """`backup FILE`: SQLite's online backup of the live store; `restore FILE`: a checked backup replaces the store."""
+    import sqlite3
+
+    from bot.store_health import StoreRefused, backup, restore
+
+    store = Path(config.bot.db)
+    try:
+        if command == "backup":
+            pages = backup(store, file)
+            print(f"atelier: backed up {store} to {file} ({pages} pages, {file.stat().st_size:,} bytes)")
+        else:
+            kept = restore(file, store)
+            print(f"atelier: restored {store} from {file}" + (f"; the previous store is kept as {kept}" if kept else ""))
+    except StoreRefused as error:
+        raise ConfigError(str(error)) from None
+    except (sqlite3.Error, OSError) as error:
+        raise ConfigError(f"could not {command} {store} ({error}); check the paths and free disk space.") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -226,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "run":
             _check_run(config)
             asyncio.run(_run(config))
+        elif args.command in ("backup", "restore"):
+            _backup_or_restore(args.command, config, Path(args.file))
         else:
             asyncio.run(_serve(config, args.host or config.serve.host, args.port or config.serve.port))
     except ConfigError as error:

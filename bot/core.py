@@ -370,6 +370,7 @@ class Bot:
         return [
             *(status.describe() for status in self.statuses),
             self.moderator.describe(),
+            *([f"store: {self.store.problem_line}"] if self.store.problem_line else []),
             f"up {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
         ]
 

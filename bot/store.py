@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -15,10 +17,17 @@ import sqlite_utils
 
 from bot.messages import ConversationKey, Role
 from bot.migrations import migrate
+from bot.store_health import StoreLock, StoreProblem, StoreUnavailable, check_existing, classify
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # How long /forget-me keeps a refusal as a bare count, so cooldowns still add up.
 STRIKE_MEMORY_S = 24 * 3600
+# How often a read-only store is reopened to see whether it became writable.
+REOPEN_INTERVAL_S = 5.0
+# A fault counts as cleared after writes succeed with no new fault for this long.
+RECOVERY_QUIET_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,23 +71,80 @@ class ConversationStore:
         # Only this process writes conversations, so an in-memory map of open ones stays exact.
         self._open: dict[str, ConversationInfo] = {}
         self._known_users: dict[str, str] = {}
+        self._lock = StoreLock(self.path) if str(path) != ":memory:" else None
+        # A fault of the file or disk, told once to the log and shown by /status until a write succeeds again.
+        self.problem: StoreProblem | None = None
+        self._reopen_after = 0.0
+        self._last_fault = 0.0
 
     @classmethod
     async def open(cls, path: str | Path) -> ConversationStore:
         """Open (creating and migrating if needed) the store at `path`."""
         store = cls(path)
-        await store._run(store._connect)
+        try:
+            await store._run(store._open_file)
+        except BaseException:
+            await store.close()
+            raise
         return store
 
     async def close(self) -> None:
         """Close the connection and stop the store's thread."""
         if self._db is not None:
-            await self._run(self._db.close)
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
             self._db = None
         self._executor.shutdown(wait=True)
+        if self._lock is not None:
+            self._lock.release()
+
+    @property
+    def problem_line(self) -> str | None:
+        """The operator's one line about a current fault of the file or disk, if any."""
+        return self.problem.operator.format(path=self.path) if self.problem else None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._guarded, fn, args)
+
+    def _guarded(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """Run `fn` on the store thread, turning a fault of the file or disk into one plain sentence."""
+        if self.problem is not None and self.problem.name == "read_only" and time.monotonic() >= self._reopen_after:
+            # SQLite decides read-only when it opens the file, so a fixed permission needs a fresh connection.
+            self._reopen_after = time.monotonic() + REOPEN_INTERVAL_S
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+                self._connect()
+        changes = self._db.conn.total_changes if self._db is not None else 0
+        try:
+            result = fn(*args)
+        except sqlite3.Error as error:
+            self._fault(error)
+            raise StoreUnavailable(self.problem.user if self.problem else None) from None
+        # Small writes can fit where big ones fail (a nearly full disk): only a quiet spell means it cleared.
+        quiet = time.monotonic() - self._last_fault >= RECOVERY_QUIET_S
+        if self.problem is not None and quiet and self._db is not None and self._db.conn.total_changes > changes:
+            self._recovered()
+        return result
+
+    def _fault(self, error: sqlite3.Error) -> None:
+        """Name a fault of the file or disk (logged once until it clears); anything else is re-raised as it is."""
+        problem = classify(error)
+        if problem is None:
+            raise error
+        self._last_fault = time.monotonic()
+        if self.problem is not problem:
+            self.problem = problem
+            log.error("store problem: %s (%s)", problem.operator.format(path=self.path), error)
+
+    def _recovered(self) -> None:
+        log.warning("store recovered: %s is writable again", self.path)
+        self.problem = None
+
+    def _open_file(self) -> None:
+        if self._lock is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+            check_existing(self.path)
+        self._connect()
 
     def _connect(self) -> None:
         if str(self.path) != ":memory:":
@@ -90,6 +156,18 @@ class ConversationStore:
         db.execute("PRAGMA foreign_keys = ON")
         migrate(db)
         self._db = db
+        try:  # a store that opened read-only still starts (reading works), but says so at once
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(f"PRAGMA user_version = {int(version)}")  # a write that changes nothing, then undone
+            finally:
+                db.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            self._fault(error)
+        else:
+            if self.problem is not None and self.problem.name == "read_only":
+                self._recovered()
 
     @property
     def db(self) -> sqlite_utils.Database:

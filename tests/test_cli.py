@@ -102,7 +102,7 @@ def test_setup_logging_masks_configured_secrets(monkeypatch: pytest.MonkeyPatch,
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--db", "."], "cannot open the store . (unable to open database file)"),
+        (["--db", "."], "cannot open the store .: it is a folder"),
         (["--db", "not-sqlite.db"], "(file is not a database)"),
         (["--log-level", "loud"], "invalid choice: 'LOUD'"),
     ],

@@ -300,7 +300,7 @@ async def test_a_failing_status_write_does_not_strand_the_job(store: Conversatio
         async def update_job(self, job_id: str, **fields: Any) -> None:
             raise sqlite3.OperationalError("disk I/O error")
 
-    flaky = await FlakyStore.open(store.path)
+    flaky = await FlakyStore.open(store.path.with_name("flaky.db"))
     runners = Runners()
     jobs = scheduler(flaky, runners.instant)
     await jobs.start(lambda job: None)
