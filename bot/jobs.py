@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from adapters.base import JobControls
 from bot.backends.media import JobCancelled, Progress
 from bot.config import JobsSection
+from bot.delivery import delivery_failure
 from bot.errors import BotError, UserInputError
 from bot.fairqueue import FairQueue
 from bot.messages import Artifact
@@ -348,14 +349,25 @@ class Scheduler:
     async def _finish(self, job: Job, status: JobStatus) -> None:
         job.status = status
         # Deliver first, record after: a crash in between leaves the job 'running', so it is retried.
+        delivery = "delivered"
         if status == "done":
+            failure = None
             for artifact in job.result:
-                await self._notify(job, "attach", artifact)
+                failure = failure or await self._notify(job, "attach", artifact)
+            if failure is not None:  # made but not handed over: the user hears why, and the store says so
+                job.status = status = "failed"
+                job.error = f"it was made but could not be delivered: {failure}"
+                told = await self._notify(job, "error", f"Your {job.kind} job {job.id} was made but could not be delivered "
+                                                        f"({failure}). /reroll {job.id} makes it again.")  # fmt: skip
+                delivery = "told" if told is None else "untold"
         elif status == "cancelled":
-            await self._notify(job, "send", f"Cancelled {job.kind} job {job.id}.")
+            delivery = "told" if await self._notify(job, "send", f"Cancelled {job.kind} job {job.id}.") is None else "untold"
         else:
-            await self._notify(job, "error", f"Your {job.kind} job {job.id} failed: {job.error}. Try again, or /status for details.")
-        await self._record(job, status=status, error=job.error, finished_at=time.time())
+            told = await self._notify(job, "error", f"Your {job.kind} job {job.id} failed: {job.error}. Try again, or /status for details.")
+            delivery = "told" if told is None else "untold"
+        if delivery == "untold":
+            log.error("%s job %s ended %s and its user could not be told (%s)", job.kind, job.id, status, job.error or "no error")
+        await self._record(job, status=status, error=job.error, finished_at=time.time(), delivery=delivery)
         self._forget_job(job)
 
     async def _record(self, job: Job, **fields: Any) -> None:
@@ -364,20 +376,23 @@ class Scheduler:
         except Exception:  # the user has been answered; a lost status write must not strand the job
             log.exception("could not record job %s as %s", job.id, fields.get("status"))
 
-    async def _notify(self, job: Job, how: str, payload: Any) -> None:
+    async def _notify(self, job: Job, how: str, payload: Any) -> str | None:
+        """Tell the user; None when it reached them, else why not (one line)."""
         reply = self._replies.get(job.id)
         if reply is None:
             log.info("no way to tell the user about job %s (%s)", job.id, how)
-            return
+            return "no way to reach the conversation"
         if how == "attach":
             seed = payload.metadata.get("seed", job.params.get("seed"))
-            await self._safe(reply.attach(payload, f"[{job.id} · seed {seed}]"))
-        else:
-            await self._safe(getattr(reply, how)(payload))
+            return await self._safe(reply.attach(payload, f"[{job.id} · seed {seed}]"))
+        return await self._safe(getattr(reply, how)(payload))
 
     @staticmethod
-    async def _safe(call: Awaitable[None]) -> None:
+    async def _safe(call: Awaitable[None]) -> str | None:
         try:
             await call
-        except Exception:
-            log.exception("could not deliver a job update")
+        except Exception as error:
+            log.warning("could not deliver a job update: %s", delivery_failure(error))
+            return delivery_failure(error)
+        return None
+

@@ -112,12 +112,27 @@ def _v5_moderation_stage(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE moderation_events ADD COLUMN stage TEXT NOT NULL DEFAULT ''")
 
 
+def _v6_delivery_and_answered_events(db: sqlite_utils.Database) -> None:
+    """Whether a finished job's outcome reached its user, and platform events already answered (so retries are not)."""
+    db.execute("ALTER TABLE jobs ADD COLUMN delivery TEXT")
+    db.execute(
+        """CREATE TABLE answered_events (
+            platform TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (platform, event_id)
+        )"""
+    )
+    db.execute("CREATE INDEX answered_events_at ON answered_events(at)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_core_tables,
     _v2_jobs,
     _v3_learned_flag,
     _v4_moderation_events,
     _v5_moderation_stage,
+    _v6_delivery_and_answered_events,
 ]
 
 
