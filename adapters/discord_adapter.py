@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from adapters.base import finish_in_flight
+from adapters.connect import keep_trying, network_fault
 from adapters.discord_commands import build_tree, sync_commands
 from adapters.discord_convert import (
     MESSAGE_LIMIT,
@@ -70,6 +71,15 @@ class AtelierClient(discord.Client):
         await self.adapter.answer_button(interaction, command)
 
 
+def discord_fault(error: BaseException) -> str | None:
+    """A fault of the network or of Discord's servers (retried), or None for a refusal (a bad token: not retried)."""
+    if isinstance(error, discord.HTTPException) and error.status >= 500:
+        return f"Discord answered HTTP {error.status}"
+    if isinstance(error, discord.GatewayNotFound):
+        return "Discord's gateway could not be found"
+    return network_fault(error)
+
+
 class DiscordAdapter:
     """Connects to Discord and serves messages, slash commands and buttons addressed to the bot."""
 
@@ -96,7 +106,9 @@ class DiscordAdapter:
         bot.reply_factories[PLATFORM] = self.reply_for_job
         if self.settings.log_channel:
             bot.enforcement.listeners.append(self._log_event)
-        await self.client.start(self._token)
+        # discord.py reconnects the gateway by itself; logging in over REST is ours to retry.
+        await keep_trying(lambda: self.client.login(self._token), "Discord", "the network", discord_fault)
+        await self.client.connect(reconnect=True)
 
     async def on_login(self) -> None:
         """Logged in (REST works, the gateway is not up yet): resume jobs a previous run left."""

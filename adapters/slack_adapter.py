@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -22,6 +23,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.base import finish_in_flight
+from adapters.connect import keep_trying, network_fault
 from adapters.slack_convert import (
     MESSAGE_LIMIT,
     PLATFORM,
@@ -46,7 +48,7 @@ from adapters.slack_reply import (
 )
 from bot.config import SlackSection
 from bot.enforcement import ModerationEvent, format_event
-from bot.errors import ConfigError
+from bot.errors import BotError, ConfigError
 from bot.messages import Author, ConversationKey, Message
 
 if TYPE_CHECKING:
@@ -59,6 +61,22 @@ SEEN_EVENTS = 10_000  # event ids remembered, so Slack's retries are answered on
 USER_CACHE_S = 600
 LISTEN_BACKLOG = 1024
 BUTTONS = re.compile(r"^atelier_(reroll|cancel|vary_[1-4])$")
+
+
+def slack_fault(error: BaseException) -> str | None:
+    """A fault of the network or of Slack's servers (retried), or None for a refusal (a bad token: not retried)."""
+    if isinstance(error, SlackApiError) and error.response.status_code >= 500:
+        return f"Slack answered HTTP {error.response.status_code}"
+    return network_fault(error)
+
+
+@web.middleware
+async def refuse_bad_timestamps(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """A request whose signature timestamp is not a number is forged or broken: 401, as for a bad signature."""
+    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+    if not timestamp.isascii() or not timestamp.isdigit():
+        return web.Response(status=401, text="invalid X-Slack-Request-Timestamp")
+    return await handler(request)
 
 
 class SlackAdapter:
@@ -123,7 +141,7 @@ class SlackAdapter:
         if self.settings.log_channel:
             bot.enforcement.listeners.append(self._log_event)
         try:
-            identity = await self.client.auth_test()
+            identity = await keep_trying(self.client.auth_test, "Slack", "the network, or adapters.slack.api_base_url", slack_fault)
         except SlackApiError as error:
             raise ConfigError(
                 f"Slack refused the bot token in {self.settings.bot_token_env} ({api_error(error)}); copy the "
@@ -133,9 +151,11 @@ class SlackAdapter:
         await bot.start_jobs()
         if self.settings.mode == "socket":
             self._socket = AsyncSocketModeHandler(self.app, self._app_token)
-            await self._socket.connect_async()
+            await keep_trying(self._socket.connect_async, "Slack Socket Mode", "the network", slack_fault)
         else:
-            self._runner = web.AppRunner(self.app.web_app(path=self.settings.path, port=self.settings.port), access_log=None)
+            web_app = self.app.web_app(path=self.settings.path, port=self.settings.port)
+            web_app.middlewares.append(refuse_bad_timestamps)
+            self._runner = web.AppRunner(web_app, access_log=None)
             await self._runner.setup()
             # aiohttp's default backlog (128) drops connections in a burst of events, and Slack's retry costs seconds.
             site = web.TCPSite(self._runner, self.settings.host, self.settings.port, backlog=LISTEN_BACKLOG)
@@ -162,11 +182,22 @@ class SlackAdapter:
     # --- middleware ----------------------------------------------------------------------
 
     async def _dedupe(self, body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> BoltResponse | None:  # noqa: A002 - Bolt passes it by this name
-        """Slack retries events it thinks failed; an event id already seen is acknowledged and dropped."""
+        """Slack retries events it thinks failed; an event already answered (or being answered) is acknowledged and dropped.
+
+        The store remembers answered ids across restarts (and processes); the in-memory set covers the seconds
+        before the first answer is stored.
+        """
         event_id = body.get("event_id")
         if event_id:
             if event_id in self._seen:
                 return BoltResponse(status=200, body="")
+            if self._bot is not None:
+                try:
+                    fresh = await self._bot.store.claim_event(PLATFORM, str(event_id))
+                except BotError:
+                    fresh = True  # a store that cannot be written must not cost the user their answer
+                if not fresh:
+                    return BoltResponse(status=200, body="")
             self._seen[event_id] = None
             if len(self._seen) > SEEN_EVENTS:
                 self._seen.popitem(last=False)
@@ -183,7 +214,7 @@ class SlackAdapter:
         if is_from_a_person(event, self.bot_user_id):
             team = str(body.get("team_id") or self.team)
             self.threads.add(conversation_key(event, team))
-            await self._serve(event, team)
+            await self._serve(event, team, body.get("event_id"))
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """message.im and thread replies: DMs always; a thread when the bot is already part of it."""
@@ -191,16 +222,16 @@ class SlackAdapter:
             return
         team = str(body.get("team_id") or self.team)
         if is_dm(event):
-            await self._serve(event, team)
+            await self._serve(event, team, body.get("event_id"))
             return
         if not event.get("thread_ts") or mentions_bot(event, self.bot_user_id):
             return  # top-level chatter is not for the bot; a mention arrives again as app_mention
         key = conversation_key(event, team)
         if key in self.threads or await self._bot.store.has_conversation(key):
             self.threads.add(key)
-            await self._serve(event, team)
+            await self._serve(event, team, body.get("event_id"))
 
-    async def _serve(self, event: dict[str, Any], team: str) -> None:
+    async def _serve(self, event: dict[str, Any], team: str, event_id: str | None) -> None:
         if self._bot is None:
             return
         text = str(event.get("text", ""))
@@ -208,7 +239,14 @@ class SlackAdapter:
         names = tuple([(await self.author(user)).name for user in mentioned_users(text, self.bot_user_id)])
         message = to_message(event, team, self.bot_user_id, author, names)
         reply = SlackReply(self.client, str(event["channel"]), reply_thread(event), self.pacer, (team, author.id), self.edit_interval)
-        self._spawn(self._bot.handle(message, reply), f"slack-{event.get('ts')}")
+        self._spawn(self._answer(message, reply, event_id), f"slack-{event.get('ts')}")
+
+    async def _answer(self, message: Message, reply: SlackReply, event_id: str | None) -> None:
+        assert self._bot is not None
+        await self._bot.handle(message, reply)
+        if event_id:
+            with contextlib.suppress(BotError):  # unrecorded, a later retry is answered again: better than never
+                await self._bot.store.mark_answered(PLATFORM, event_id)
 
     async def author(self, user_id: str) -> Author:
         """Who a user is (name, admin), from users.info, cached for ten minutes; one lookup per user at a time."""

@@ -120,6 +120,7 @@ def _v6_delivery_and_answered_events(db: sqlite_utils.Database) -> None:
             platform TEXT NOT NULL,
             event_id TEXT NOT NULL,
             at REAL NOT NULL,
+            answered INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (platform, event_id)
         )"""
     )

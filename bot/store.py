@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # How long /forget-me keeps a refusal as a bare count, so cooldowns still add up.
 STRIKE_MEMORY_S = 24 * 3600
+# Slack retries an unanswered event for about five minutes; an hour covers that with room to spare.
+ANSWERED_EVENT_MEMORY_S = 3600.0
+# A claimed event still unanswered after this long was lost with its process; its next retry is answered.
+STALE_CLAIM_S = 30.0
 # How often a read-only store is reopened to see whether it became writable.
 REOPEN_INTERVAL_S = 5.0
 # A fault counts as cleared after writes succeed with no new fault for this long.
@@ -417,6 +421,32 @@ class ConversationStore:
         """Users whose cooldown has not ended yet, with its end time."""
         sql = "SELECT id, cooldown_until FROM users WHERE cooldown_until > ?"
         return await self._run(lambda: {row[0]: row[1] for row in self.db.execute(sql, [time.time()])})
+
+    # --- platform events -----------------------------------------------------------------
+
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        """True when this process should answer the event: first seen, or claimed long ago and never answered."""
+        now = time.time()
+
+        def claim() -> bool:
+            with self.db.conn:
+                self.db.execute("DELETE FROM answered_events WHERE at < ?", [now - ANSWERED_EVENT_MEMORY_S])
+                row = self.db.execute(
+                    "SELECT at, answered FROM answered_events WHERE platform = ? AND event_id = ?", [platform, event_id]
+                ).fetchone()
+                if row is not None and (row[1] or now - row[0] < STALE_CLAIM_S):
+                    return False  # answered, or being answered right now
+                # New, or its claimant died before answering: a retry is how Slack gives it another chance.
+                self.db.execute("INSERT OR REPLACE INTO answered_events (platform, event_id, at) VALUES (?, ?, ?)",
+                                [platform, event_id, now])  # fmt: skip
+                return True
+
+        return await self._run(claim)
+
+    async def mark_answered(self, platform: str, event_id: str) -> None:
+        """The event has been answered: its retries are dropped from now on."""
+        sql = "UPDATE answered_events SET answered = 1 WHERE platform = ? AND event_id = ?"
+        await self._run(lambda: self.db.execute(sql, [platform, event_id]))
 
     # --- inspection ----------------------------------------------------------------------
 

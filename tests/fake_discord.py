@@ -38,8 +38,8 @@ class Call:
 class FakeDiscord(LoopbackServer):
     """REST under /api/v10 and a gateway at /gateway, speaking just enough of Discord's protocol."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(port)
         self.calls: list[Call] = []
         self.messages: dict[int, dict[str, Any]] = {}
         self.identified = asyncio.Event()

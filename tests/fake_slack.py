@@ -39,8 +39,8 @@ class Call:
 class FakeSlack(LoopbackServer):
     """The Web API methods the adapter uses, file uploads, response_urls and Socket Mode."""
 
-    def __init__(self, streaming: bool = False) -> None:
-        super().__init__()
+    def __init__(self, streaming: bool = False, port: int = 0) -> None:
+        super().__init__(port)
         self.streaming = streaming  # whether chat.startStream exists in this "workspace"
         self.calls: list[Call] = []
         self.messages: dict[str, dict[str, Any]] = {}  # ts → message

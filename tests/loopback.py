@@ -8,10 +8,10 @@ from aiohttp import web
 class LoopbackServer:
     """Starts and stops an aiohttp app on loopback; subclasses add their routes in `routes`."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.sockets: list[web.WebSocketResponse] = []
         self._runner: web.AppRunner | None = None
-        self.port = 0
+        self.port = port  # 0: any free one
 
     def routes(self, app: web.Application) -> None:
         """Add the fake's routes."""
@@ -23,7 +23,7 @@ class LoopbackServer:
         self.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
