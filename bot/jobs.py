@@ -147,8 +147,8 @@ class Scheduler:
         if job.kind not in self.runners or (job.status == "running" and job.attempts >= MAX_ATTEMPTS):
             known = job.kind in self.runners
             job.error = "the bot restarted while it was running, twice" if known else f"no {job.kind} generator is available now"
-            await self._notify(job, "error", f"Your {job.kind} job {job.id} ({job.summary}) failed: {job.error}. Please send it again.")
-            await self._record(job, status="failed", error=job.error, finished_at=time.time())
+            told = await self._notify(job, "error", f"Your {job.kind} job {job.id} ({job.summary}) failed: {job.error}. Please send it again.")
+            await self._record(job, status="failed", error=job.error, finished_at=time.time(), delivery="told" if told is None else "untold")
             self._replies.pop(job.id, None)
             return
         was_running = job.status == "running"

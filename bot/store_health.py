@@ -76,7 +76,7 @@ class StoreLock:
             os.close(fd)
             raise StoreRefused(
                 f"the store {self.path.with_suffix('')} is in use by another Atelier process (pid {holder}); one process "
-                "owns a SQLite store: stop the other one, or use PostgreSQL to run several (see README, Operations)."
+                "owns a SQLite store: stop the other one first, or give this one its own store with --db."
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -113,7 +113,9 @@ def quick_check(path: Path) -> str:
     except sqlite3.DatabaseError as error:
         return str(error)
     if rows != ["ok"]:
-        return f"quick_check: {rows[0]}" + (f" and {len(rows) - 1} more problems" if len(rows) > 1 else "")
+        problems = [line.strip() for row in rows for line in str(row).splitlines() if line.strip() and not line.startswith("***")]
+        first = problems[0][:120] if problems else "failed"
+        return f"quick_check: {first}" + (f", and {len(problems) - 1} more problems" if len(problems) > 1 else "")
     if version > len(MIGRATIONS):
         return f"schema version {version} is newer than this Atelier ({len(MIGRATIONS)}); upgrade Atelier"
     if version == 0 and tables:

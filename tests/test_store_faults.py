@@ -53,7 +53,7 @@ async def test_a_second_process_on_the_same_store_is_refused(tmp_path: Path) -> 
         line = refused(tmp_path, tmp_path / "atelier.db")
     finally:
         await store.close()
-    assert f"in use by another Atelier process (pid {os.getpid()})" in line and "PostgreSQL" in line
+    assert f"in use by another Atelier process (pid {os.getpid()})" in line and "--db" in line
     assert run_bot(tmp_path, "chat", "--db", str(tmp_path / "atelier.db"), config=CONFIG).returncode == 0  # free once closed
 
 
