@@ -140,7 +140,8 @@ class DiscordReply:
             message = await self._post(PLACEHOLDER)
         self._answer = [message]
         loop = asyncio.get_running_loop()
-        text, shown, last_edit = "", PLACEHOLDER, loop.time()
+        # The first text replaces the placeholder at once; the interval paces the edits after it.
+        text, shown, last_edit = "", PLACEHOLDER, loop.time() - self.edit_interval
         async for chunk in chunks:
             text += chunk
             if loop.time() - last_edit >= self.edit_interval and len(text) <= MESSAGE_LIMIT and text.strip():

@@ -146,7 +146,7 @@ class SlackReply:
         self.last_ts = ts
         self._answer = [ts]
         loop = asyncio.get_running_loop()
-        text, sent, last = "", 0, loop.time()
+        text, sent, last = "", 0, loop.time() - self.edit_interval  # the first text goes out at once
         try:
             async for chunk in chunks:
                 text += chunk
@@ -173,7 +173,7 @@ class SlackReply:
         ts = await self._post(PLACEHOLDER)
         self._answer = [ts]
         loop = asyncio.get_running_loop()
-        text, shown, last = "", PLACEHOLDER, loop.time()
+        text, shown, last = "", PLACEHOLDER, loop.time() - self.edit_interval  # the first text replaces the placeholder at once
         async for chunk in chunks:
             text += chunk
             due = loop.time() - last >= self.edit_interval

@@ -11,10 +11,14 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
 import re
 import sys
 import time
+# As the bot runs (bot/__main__.py): torch's threads sleep between steps instead of spinning.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any

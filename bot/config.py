@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from bot.errors import ConfigError
-from moderation.acts import LABELS
+from moderation.readings import LABELS
 from moderation.policy import CATEGORIES
 
 DEFAULT_PERSONA = (

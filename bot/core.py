@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import secrets
@@ -50,8 +51,16 @@ ADMISSION_LIMIT = 16
 # How long streamed text may wait for its output check: a check per word would cost a classifier run
 # per word, and the platforms show edits about once a second anyway.
 OUTPUT_CHECK_INTERVAL_S = 0.5
+# After the first text is out, checks need come no oftener than the platforms show edits (once a second).
+OUTPUT_RECHECK_INTERVAL_S = 1.0
 # How much of the already shown answer is judged again with each new piece, as its context.
 OUTPUT_CONTEXT_CHARS = 300
+
+
+def release_free_memory() -> None:
+    """Hand the heap pages that loading freed back to the OS (glibc keeps them otherwise; ~10-50 MiB)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _recent_user_turns(history: Sequence[StoredTurn], user_key: str, count: int) -> list[str]:
@@ -117,7 +126,9 @@ class Bot:
             await bot._learner.learn(await store.learned_texts())
         # Everything loaded so far (torch, models, the corpus) lives as long as the process; keeping
         # it out of the cyclic collector's scans removes its occasional long pauses on the loop.
+        gc.collect()
         gc.freeze()
+        release_free_memory()
         return bot
 
     def _runners(self) -> dict[str, Runner]:
@@ -246,25 +257,27 @@ class Bot:
         await self.store.add_turn(conversation.id, "assistant", answer, None, message.user_key, learned_id=learned_id)
 
     async def _checked(self, message: Message, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
-        """Pass the model's text on only after output moderation has read it.
+        """Pass the model's text on only after output moderation has read it, each piece once.
 
         Checking every token would cost a classifier run per word; checking only the finished text
         would show a harmful answer while it streams. So new text waits until OUTPUT_CHECK_INTERVAL_S
-        has passed since the last check, is judged with the end of what was already shown (its
-        context, at a cost that does not grow with the answer), and the whole answer is judged last.
+        has passed (OUTPUT_RECHECK_INTERVAL_S after the first release, the platforms' edit cadence) and
+        is judged with the end of what was already shown as its context: one pass over new text, at a
+        cost that does not grow with the answer. The last piece's verdict is the one recorded.
         """
         clock = asyncio.get_running_loop().time
         shown, pending, last_check = "", "", clock()
         async with contextlib.aclosing(chunks):  # a refusal stops the model too, not only the posting
             async for chunk in chunks:
                 pending += chunk
-                if pending.strip() and clock() - last_check >= OUTPUT_CHECK_INTERVAL_S:
+                due = OUTPUT_RECHECK_INTERVAL_S if shown else OUTPUT_CHECK_INTERVAL_S
+                if pending.strip() and clock() - last_check >= due:
                     await self._moderate(message, shown[-OUTPUT_CONTEXT_CHARS:] + pending, "output", (), store_allowed=False)
                     released, shown, pending = pending, shown + pending, ""
                     yield released
                     last_check = clock()  # the adapter's own pacing while suspended is not model time
-        if shown or pending:
-            await self._moderate(message, shown + pending, "output", ())
+        if pending.strip() or (pending and not shown):
+            await self._moderate(message, shown[-OUTPUT_CONTEXT_CHARS:] + pending, "output", ())
         if pending:
             yield pending
 

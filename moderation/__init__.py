@@ -10,8 +10,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from moderation.acts import LABELS as ACT_LABELS
-from moderation.acts import ActModel, Reading, describe_probabilities
 from moderation.batcher import Batcher
 from moderation.normalize import normalize
 from moderation.persons import Target, find_target, mask_targets
@@ -27,8 +25,11 @@ from moderation.policy import (
     refusal,
     rule_finding,
 )
+from moderation.readings import LABELS as ACT_LABELS
+from moderation.readings import Reading, describe_probabilities
 
 if TYPE_CHECKING:
+    from moderation.acts import ActModel
     from moderation.guard import Guard
 
 __all__ = ["Kind", "Moderator", "Policy", "Step", "Verdict"]
@@ -179,6 +180,8 @@ class Moderator:
         if not enabled:
             return cls(None, default_policy, server_policies, enabled=False)
         try:
+            from moderation.acts import ActModel  # torch: imported when moderation is loaded, not when configured
+
             model = await asyncio.to_thread(ActModel.load, model_path=model_path)
             if examples:
                 await asyncio.to_thread(_add_examples, model, examples)

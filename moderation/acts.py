@@ -20,14 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from moderation.readings import LABELS, Reading, describe_probabilities  # noqa: F401 - their home before; imported from here too
+
 log = logging.getLogger(__name__)
 
-# The harmful acts besides "none". Finer than the policy's categories, because "how to make meth"
-# and "how to make a bomb" sit in different corners of the embedding space.
-LABELS = (
-    "none", "sexual", "minors", "fake_media", "disinfo", "voice", "fraud", "cyber",
-    "violence", "weapons", "crime", "harassment", "hate", "privacy", "self_harm",
-)  # fmt: skip
 MAX_TOKENS = 128
 TUNED_LAYERS = 2
 MODEL_FILE = Path(__file__).with_name("model") / "acts.pt"
@@ -56,22 +52,22 @@ def additive_mask(mask: torch.Tensor) -> torch.Tensor:
 class Encoder:
     """MiniLM's lower layers, frozen: token states for the tuned top to read.
 
-    Runs the transformer directly: `SentenceTransformer.encode` adds ~10 ms of bookkeeping per
-    call, more than the model itself spends on one short message.
+    Runs the transformer directly through `transformers` (the sentence-transformers wrapper would cost
+    ~10 ms of bookkeeping per call and ~40 MiB of imports, and only its tokenizer call was used).
     """
 
     def __init__(self, model_path: Path) -> None:
         try:
-            from sentence_transformers import SentenceTransformer
+            from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()  # "Loading weights" bars would land in the console chat
-            self.model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+            bert = AutoModel.from_pretrained(str(model_path), local_files_only=True)
         except Exception as error:
             raise ActModelError(f"could not load the embedding model at {model_path}: {error}") from error
-        self.model.max_seq_length = MAX_TOKENS
-        self.model.eval()
-        bert = self.model[0].auto_model
+        self.max_tokens = MAX_TOKENS
+        bert.eval()
         keep = len(bert.encoder.layer) - TUNED_LAYERS
         # The original top layers are where training starts; the encoder itself stops below them.
         self.top_layers = nn.ModuleList(list(bert.encoder.layer[keep:]))
@@ -86,7 +82,7 @@ class Encoder:
 
     def lower_states(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded (n, tokens, dim) states below the tuned layers and the (n, tokens) mask."""
-        features = self.model.preprocess(list(texts))
+        features = self.tokenizer(list(texts), padding=True, truncation="longest_first", max_length=self.max_tokens, return_tensors="pt")
         inputs = {key: features[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in features}
         with torch.no_grad():  # not inference_mode: training reuses these states under autograd
             states = self._bert(**inputs).last_hidden_state
@@ -115,20 +111,6 @@ class TunedTop(nn.Module):
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits (batch, labels)."""
         return self.out(self.embed(states, mask))  # type: ignore[no-any-return]
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """The act classifier on one text: calibrated probabilities, evidence, and an admin example it matched."""
-
-    probabilities: dict[str, float]
-    evidence: float
-    admin_example: str | None = None
-
-    @property
-    def harm(self) -> float:
-        """The probability of some harmful act."""
-        return 1.0 - self.probabilities.get("none", 0.0)
 
 
 @dataclass
@@ -224,9 +206,3 @@ def shared_encoder(model_path: Path) -> Encoder:
         if encoder is None:
             encoder = _ENCODERS[model_path] = Encoder(model_path)
         return encoder
-
-
-def describe_probabilities(probabilities: Mapping[str, float], top: int = 3) -> str:
-    """The top acts as "act 0.91, act 0.05" for reasons and logs."""
-    ranked = sorted(probabilities.items(), key=lambda item: -float(item[1]))[:top]
-    return ", ".join(f"{label} {float(p):.2f}" for label, p in ranked)

@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from random import Random
 
-from moderation.acts import LABELS
+from moderation.readings import LABELS
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,12 +296,12 @@ def train(
     train_rows += joined_examples(train_rows, np.random.default_rng(SEED))
     print(f"training on {len(train_rows)} texts, calibrating on {len(dev_rows)}; labels {dict(Counter(r.label for r in train_rows))}")
     with encoder.lock:
-        encoder.model.max_seq_length = TRAIN_TOKENS
+        encoder.max_tokens = TRAIN_TOKENS
         try:
             train_states = lower_states(encoder, [row.text for row in train_rows], _progress("reading training texts"))
             dev_states = lower_states(encoder, [row.text for row in dev_rows], _progress("reading development texts"))
         finally:
-            encoder.model.max_seq_length = MAX_TOKENS
+            encoder.max_tokens = MAX_TOKENS
     top = train_top(train_states, [row.label for row in train_rows], encoder, _progress("tuning"))
     dev_vectors = embed(top, dev_states)
     dev_targets = torch.tensor([LABELS.index(row.label) for row in dev_rows])

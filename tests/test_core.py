@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Sequence
 
 import pytest
 
@@ -15,6 +16,7 @@ from bot import core
 from bot.core import Bot
 from bot.store import ConversationStore
 from moderation import Kind, Moderator, Verdict
+from moderation.acts import ActModel
 from tests.fakes import QueuedTextBackend, RuleModerator
 
 
@@ -22,6 +24,7 @@ async def test_reply_is_streamed_and_both_turns_are_stored(
     chat: MemoryAdapter, bot: Bot, backend: QueuedTextBackend, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(core, "OUTPUT_CHECK_INTERVAL_S", 0.0)  # check and pass on every word as it comes
+    monkeypatch.setattr(core, "OUTPUT_RECHECK_INTERVAL_S", 0.0)
     backend.queue("Hi Alice, nice to meet you")
     reply = await chat.send("hello there")
     assert [e.kind for e in reply.events].count("chunk") == 6
@@ -326,3 +329,42 @@ def test_dm_conversations_are_their_own_learning_scope() -> None:
 
     assert ConversationKey("discord", "guild1", "chan", "").scope == "discord:guild1"
     assert ConversationKey("discord", "", "dm-123", "").scope == "discord:dm:dm-123"
+
+
+class ReadingModerator(Moderator):
+    """The real moderator, noting every text it reads for an output check."""
+
+    def __init__(self, model: ActModel) -> None:
+        super().__init__(model)
+        self.outputs: list[str] = []
+
+    async def check(self, text: str, kind: Kind, context: Sequence[str] = (), **where: object) -> Verdict:
+        """Note the text, then judge it as usual."""
+        if kind == "output":
+            self.outputs.append(text)
+        return await super().check(text, kind, context, **where)
+
+
+async def test_a_streamed_answer_is_checked_piece_by_piece_never_whole_again(
+    config: Config, backend: QueuedTextBackend, act_model: ActModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "OUTPUT_CHECK_INTERVAL_S", 0.05)
+    monkeypatch.setattr(core, "OUTPUT_RECHECK_INTERVAL_S", 0.05)
+    moderator = ReadingModerator(act_model)
+    store = await ConversationStore.open(config.bot.db)
+    bot = Bot(config, store, backend, [registry.BackendStatus("text", "queued", "queued")], moderator)
+    answer = " ".join(f"sentence {n} about quiet gardens and slow rivers." for n in range(60))
+    backend.queue(answer)
+    backend.delay = 0.003
+    try:
+        assert (await MemoryAdapter(bot).send("tell me about gardens")).texts == [answer]
+    finally:
+        await bot.close()
+    assert len(moderator.outputs) >= 3
+    assert all(len(text) < len(answer) / 2 for text in moderator.outputs), "the whole answer was read again"
+    read = ""  # each check reads the end of what was shown as context, then new text: every piece exactly once
+    for text in moderator.outputs:
+        context = read[-core.OUTPUT_CONTEXT_CHARS :]
+        assert text.startswith(context)
+        read += text[len(context) :]
+    assert read == answer

@@ -40,6 +40,7 @@ async def discord_bot(bot: Bot, backend: QueuedTextBackend) -> AsyncIterator[Set
 
 async def test_a_mention_gets_a_streamed_reply_at_the_edit_cadence(discord_bot: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core, "OUTPUT_CHECK_INTERVAL_S", EDIT_INTERVAL / 4)  # checks keep up with the sped-up edits
+    monkeypatch.setattr(core, "OUTPUT_RECHECK_INTERVAL_S", EDIT_INTERVAL / 4)
     fake, backend = discord_bot.fake, discord_bot.backend
     backend.queue(STORY)
     backend.delay = 0.02  # one word every 20 ms: the answer takes ~0.9 s
@@ -53,6 +54,20 @@ async def test_a_mention_gets_a_streamed_reply_at_the_edit_cadence(discord_bot: 
     gaps = [later.at - earlier.at for earlier, later in zip(edits, edits[1:])]
     assert min(gaps) >= EDIT_INTERVAL * 0.9
     assert fake.messages[message_id]["content"] == STORY
+
+
+async def test_the_first_checked_text_replaces_the_placeholder_without_waiting_an_edit_interval(
+    bot: Bot, backend: QueuedTextBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "OUTPUT_CHECK_INTERVAL_S", 0.05)
+    async with connected(bot, backend) as setup:
+        setup.adapter.edit_interval = 3.0  # longer than the whole answer: only the first text may jump the cadence
+        backend.queue(STORY)
+        backend.delay = 0.02
+        await setup.fake.dispatch("MESSAGE_CREATE", message_payload(1, f"<@{BOT_ID}> tell me a story", ALICE, mentions=[ATELIER]))
+        await until(lambda: any(setup.fake.edits(CHANNEL_ID, int(m)) for m in setup.fake.messages), timeout=2)
+        [first] = [e for m in setup.fake.messages for e in setup.fake.edits(CHANNEL_ID, int(m))]
+        assert first.body["json"]["content"] not in ("…", STORY), "the first text waited for the end of the answer"
 
 
 async def test_the_bot_ignores_itself_other_bots_and_unaddressed_messages(discord_bot: Setup) -> None:
