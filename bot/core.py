@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STILL_STARTING = "I'm still starting up: safety checks are loading. Try again in a few seconds."
 # Messages prepared (store, moderation) at once; the rest wait their turn in arrival order.
 ADMISSION_LIMIT = 16
 # How long streamed text may wait for its output check: a check per word would cost a classifier run
@@ -57,8 +58,13 @@ OUTPUT_RECHECK_INTERVAL_S = 1.0
 OUTPUT_CONTEXT_CHARS = 300
 
 
-def release_free_memory() -> None:
-    """Hand the heap pages that loading freed back to the OS (glibc keeps them otherwise; ~10-50 MiB)."""
+def settle_memory() -> None:
+    """After loading: keep what lives as long as the process out of the collector, and give freed heap back."""
+    # Everything loaded so far (torch, models, the corpus) stays; keeping it out of the cyclic
+    # collector's scans removes its occasional long pauses on the loop.
+    gc.collect()
+    gc.freeze()
+    # glibc keeps the pages that loading freed (~10-50 MiB) unless asked to return them.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
@@ -110,26 +116,37 @@ class Bot:
         self._admission = asyncio.Semaphore(ADMISSION_LIMIT)
         # Checked once: isinstance against a Protocol is slow enough to show up per message.
         self._learner = text if isinstance(text, LearningBackend) else None
+        self._moderation_loading: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, config: Config) -> Bot:
-        """Open the store, load the backends (with fallbacks) and the moderator."""
+    async def start(cls, config: Config, *, moderation_in_background: bool = False) -> Bot:
+        """Open the store, load the backends (with fallbacks) and the moderator.
+
+        With `moderation_in_background`, the moderator loads while the caller connects to its platform;
+        until it is ready, requests are answered "still starting" (generation is never unchecked).
+        """
         store = await ConversationStore.open(config.bot.db)
         text, text_status = await registry.load("text", config.backends.text)
         image, image_status = await registry.load("image", config.backends.image)
         music, music_status = await registry.load("music", config.backends.music)
         statuses = [text_status, image_status, music_status]
-        moderator = await load_moderator(config.moderation)
+        background = moderation_in_background and config.moderation.enabled
+        moderator = Moderator.loading() if background else await load_moderator(config.moderation)
         bot = cls(config, store, text, statuses, moderator, image, music)
         await bot.enforcement.load()
         if bot._learner is not None:
             await bot._learner.learn(await store.learned_texts())
-        # Everything loaded so far (torch, models, the corpus) lives as long as the process; keeping
-        # it out of the cyclic collector's scans removes its occasional long pauses on the loop.
-        gc.collect()
-        gc.freeze()
-        release_free_memory()
+        if background:
+            bot._moderation_loading = asyncio.create_task(bot._load_moderation(), name="moderation-load")
+        else:
+            settle_memory()
         return bot
+
+    async def _load_moderation(self) -> None:
+        """Swap the stand-in for the real moderator once it has loaded."""
+        self.moderator = await load_moderator(self.config.moderation)
+        log.info("%s", self.moderator.describe())
+        settle_memory()
 
     def _runners(self) -> dict[str, Runner]:
         runners: dict[str, Runner] = {}
@@ -163,6 +180,9 @@ class Bot:
 
     async def close(self) -> None:
         """Stop the job workers, release backends and the store."""
+        if self._moderation_loading is not None and not self._moderation_loading.done():
+            self._moderation_loading.cancel()
+            await asyncio.gather(self._moderation_loading, return_exceptions=True)
         await self.jobs.stop()
         await self.enforcement.drain()
         await self.moderator.close()
@@ -349,7 +369,7 @@ class Bot:
         if kind != "output":
             self.enforcement.check_cooldown(message.user_key)
         if self.moderator.enabled and not self.moderator.available:
-            raise ModerationUnavailable()
+            raise ModerationUnavailable(STILL_STARTING if self.moderator.starting else None)
         verdict = await self.moderator.check(
             text,
             kind,

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot.backends.base import TextBackend, TextOptions
-from bot.connections import ACCEPT_BATCH, ConnectionGuard, raise_open_file_limit, read_body
 from bot.backends.media import (
     ImageBackend,
     ImageRequest,
@@ -26,9 +25,11 @@ from bot.backends.media import (
     MusicBackend,
     MusicRequest,
 )
+from bot.connections import ACCEPT_BATCH, ConnectionGuard, raise_open_file_limit, read_body
 from bot.errors import BotError
 from bot.job_args import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MAX_TEMPO, MIN_TEMPO
 from bot.messages import Turn
+from bot.server_params import ApiError, number, optional_number, prompt_of, turns_of
 
 if TYPE_CHECKING:
     from moderation import Kind, Moderator
@@ -39,20 +40,6 @@ MAX_BODY_BYTES = 1024 * 1024
 QUEUE_LIMIT = 64
 RETRY_AFTER_S = 2
 KEEPALIVE_S = 10.0
-ROLES = {"system", "user", "assistant"}
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's shape: {"error": {"message", "type", "code"}}."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
-
-    def response(self) -> web.Response:
-        """The JSON error response."""
-        body = {"error": {"message": self.message, "type": self.kind, "code": self.status}}
-        return web.json_response(body, status=self.status, headers=self.headers)
 
 
 @dataclass
@@ -96,41 +83,6 @@ class Served:
         """Refuse at once (429) when the queue is full, rather than letting clients time out."""
         if self.waiting >= QUEUE_LIMIT + self.slots:
             raise ApiError(429, f"{self.name} is busy; retry in {RETRY_AFTER_S}s", "rate_limit_error", {"Retry-After": str(RETRY_AFTER_S)})
-
-
-def _number(body: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-        raise ApiError(400, f"'{key}' must be a number from {low:g} to {high:g}")
-    return float(value)
-
-
-def _optional(body: dict[str, Any], key: str, low: float, high: float, kind: type[int] | type[float]) -> Any:
-    """A number the client may leave out (None: the model's own default)."""
-    if body.get(key) is None:
-        return None
-    return kind(_number(body, key, 0, low, high))
-
-
-def _prompt(body: dict[str, Any]) -> str:
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ApiError(400, "'prompt' must be non-empty text")
-    return prompt
-
-
-def _turns(body: dict[str, Any]) -> list[Turn]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' must be a non-empty list of {role, content}")
-    turns = []
-    for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
-            raise ApiError(400, "each message needs a role (system, user or assistant) and text content")
-        turns.append(Turn(message["role"], message["content"]))
-    return turns
 
 
 def _failure(error: Exception, default: str) -> str:
@@ -287,7 +239,7 @@ class Host:
         """POST /v1/chat/completions, streamed as SSE when asked."""
         body = await self._json(request)
         served = self._model("text", body)
-        turns = _turns(body)
+        turns = turns_of(body)
         asked = [turn.text for turn in turns if turn.role == "user"]
         if not asked:
             raise ApiError(400, "'messages' needs at least one user message")
@@ -295,8 +247,8 @@ class Host:
         earlier = [(turn.text, "output" if turn.role == "assistant" else "chat") for turn in turns[:-1] if turn.text.strip()]
         await asyncio.gather(self._moderate(asked[-1], "chat", asked[-2::-1][:3]), *(self._moderate(text, kind) for text, kind in earlier))  # type: ignore[arg-type]
         options = TextOptions(
-            max_tokens=int(_number(body, "max_tokens", 256, 1, 8192)),
-            temperature=_number(body, "temperature", 0.8, 0, 2),
+            max_tokens=int(number(body, "max_tokens", 256, 1, 8192)),
+            temperature=number(body, "temperature", 0.8, 0, 2),
             seed=int(body["seed"]) if isinstance(body.get("seed"), int) else None,
         )
         completion_id = f"chatcmpl-{secrets.token_hex(8)}"
@@ -333,16 +285,16 @@ class Host:
         """POST /v1/images/generations (b64_json), with SSE progress when `stream` is true."""
         body = await self._json(request)
         served = self._model("image", body)
-        prompt = _prompt(body)
+        prompt = prompt_of(body)
         size = str(body.get("size") or "512x512")
         width, _, height = size.partition("x")
         if not (width.isdigit() and height.isdigit() and all(64 <= int(side) <= 1024 and int(side) % 8 == 0 for side in (width, height))):
             raise ApiError(400, "'size' must look like 512x512 (sides 64 to 1024, multiples of 8)")
         request_ = ImageRequest(
-            prompt=prompt, seed=int(_number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)), width=int(width),
-            height=int(height), n=int(_number(body, "n", 1, 1, 4)), negative=str(body.get("negative_prompt") or ""),
-            variation=int(_number(body, "variation", 0, 0, MAX_SEED)), steps=_optional(body, "steps", 1, MAX_STEPS, int),
-            guidance=_optional(body, "guidance_scale", 0, MAX_GUIDANCE, float),
+            prompt=prompt, seed=int(number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)), width=int(width),
+            height=int(height), n=int(number(body, "n", 1, 1, 4)), negative=str(body.get("negative_prompt") or ""),
+            variation=int(number(body, "variation", 0, 0, MAX_SEED)), steps=optional_number(body, "steps", 1, MAX_STEPS, int),
+            guidance=optional_number(body, "guidance_scale", 0, MAX_GUIDANCE, float),
         )  # fmt: skip
         await self._moderate(prompt, "image", negative=request_.negative)
         return await self._generate(request, served, body, lambda progress: served.backend.generate(request_, progress))
@@ -351,11 +303,11 @@ class Host:
         """POST /v1/audio/music (ours): prompt, duration, seed → b64_json WAV; SSE progress when `stream` is true."""
         body = await self._json(request)
         served = self._model("music", body)
-        prompt = _prompt(body)
+        prompt = prompt_of(body)
         request_ = MusicRequest(
-            prompt=prompt, seed=int(_number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)),
-            duration_s=_number(body, "duration", 10, 1, 30), tempo=_optional(body, "tempo", MIN_TEMPO, MAX_TEMPO, int),
-            guidance=_optional(body, "guidance", 0, MAX_GUIDANCE, float),
+            prompt=prompt, seed=int(number(body, "seed", secrets.randbelow(MAX_SEED), 0, MAX_SEED)),
+            duration_s=number(body, "duration", 10, 1, 30), tempo=optional_number(body, "tempo", MIN_TEMPO, MAX_TEMPO, int),
+            guidance=optional_number(body, "guidance", 0, MAX_GUIDANCE, float),
         )  # fmt: skip
         await self._moderate(prompt, "music")
         return await self._generate(request, served, body, lambda progress: served.backend.generate(request_, progress))

@@ -163,6 +163,14 @@ class Moderator:
         self.guard = guard
         self.guard_band = guard_band
         self._batcher: Batcher[Reading] | None = Batcher(model.classify) if model is not None else None
+        self.starting = False
+
+    @classmethod
+    def loading(cls, enabled: bool = True) -> Moderator:
+        """A stand-in while the real moderator loads: it refuses everything, saying it is starting."""
+        stand_in = cls(None, enabled=enabled, problem="still loading")
+        stand_in.starting = True
+        return stand_in
 
     @classmethod
     async def load(
@@ -365,6 +373,8 @@ class Moderator:
         """One line for /status."""
         if not self.enabled:
             return "moderation: disabled in config (only the rule against sexual content with minors runs)"
+        if self.starting:
+            return "moderation: loading; generation starts in a few seconds"
         if self.model is None:
             return f"moderation: NOT RUNNING, so generation is refused ({self.problem or 'model not loaded'})"
         guard = f"; guard model {self.guard.name} for uncertain requests" if self.guard is not None else ""

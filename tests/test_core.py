@@ -368,3 +368,44 @@ async def test_a_streamed_answer_is_checked_piece_by_piece_never_whole_again(
         assert text.startswith(context)
         read += text[len(context) :]
     assert read == answer
+
+
+async def test_while_moderation_loads_requests_are_told_it_is_starting_then_answered(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.enforcement import load_moderator
+
+    gate = asyncio.Event()
+
+    async def load_when_let(section: object) -> Moderator:
+        await gate.wait()  # the real moderator, loaded when the test says
+        return await load_moderator(section)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(core, "load_moderator", load_when_let)
+    bot = await Bot.start(config, moderation_in_background=True)
+    chat = MemoryAdapter(bot)
+    try:
+        assert await chat.say("hello there") == [core.STILL_STARTING]
+        assert "moderation: loading" in "\n".join(await chat.say("/status"))
+        gate.set()
+        for _ in range(200):
+            if bot.moderator.available:
+                break
+            await asyncio.sleep(0.05)
+        answer = await chat.say("hello there")
+        assert answer and answer != [core.STILL_STARTING]
+        assert "act classifier" in "\n".join(await chat.say("/status"))
+    finally:
+        await bot.close()
+
+
+async def test_a_bot_closed_while_moderation_loads_stops_cleanly(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    never = asyncio.Event()
+
+    async def load_never(section: object) -> Moderator:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(core, "load_moderator", load_never)
+    bot = await Bot.start(config, moderation_in_background=True)
+    await asyncio.wait_for(bot.close(), 5)
