@@ -1,6 +1,14 @@
-"""GPU host under idle-connection pressure: how many idle sockets it holds before a keyed client waits over 1 s.
+"""The GPU host: idle-connection pressure, and beside `transformers serve` on the same tiny model.
 
-    .venv/bin/python bench/host.py [--max 10000] [--step 1000] [--nofile 1024]
+    .venv/bin/python bench/host.py [idle] [--max 10000] [--step 1000] [--nofile 1024]
+    .venv/bin/python bench/host.py peer --serving DIR [--load] [--seconds 10] [--tokens 64]
+
+`peer` builds the tests' tiny random Qwen2 offline, serves it with `python -m bot serve` and with
+`transformers serve` (FastAPI and uvicorn from DIR, e.g. `pip install --target DIR fastapi uvicorn`),
+and drives each with 1, 8 and 32 concurrent streamed chat requests for `--seconds`: requests/s,
+tokens/s and the server's CPU-seconds per request, quiet or with a busy loop on every core (`--load`).
+
+`idle` (the default):
 
 Starts `bot.server.Host` (algorithmic music only, so no model is needed) in a child process whose open-file
 limit is `--nofile` (1,024 is the common default), opens idle connections in steps of `--step`, and after
@@ -25,6 +33,7 @@ import aiohttp
 
 KEY = "bench-host-key-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def start_host(nofile: int) -> tuple[subprocess.Popen[str], int]:
@@ -96,11 +105,24 @@ async def run(maximum: int, step: int, nofile: int) -> dict[str, object]:
 def main() -> None:
     """Parse arguments, run, print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", nargs="?", choices=["idle", "peer"], default="idle")
     parser.add_argument("--max", type=int, default=10_000)
     parser.add_argument("--step", type=int, default=1_000)
     parser.add_argument("--nofile", type=int, default=1024, help="the host process's open-file limit")
+    parser.add_argument("--serving", type=Path, help="a folder holding fastapi and uvicorn, for `transformers serve`")
+    parser.add_argument("--load", action="store_true", help="a busy loop on every core while measuring")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.max, args.step, args.nofile)), indent=2))
+    if args.what == "peer":
+        from bench.host_peer import compare
+
+        if args.serving is None:
+            parser.error("peer needs --serving DIR (pip install --target DIR fastapi uvicorn)")
+        result = asyncio.run(compare(args.serving.resolve(), args.load, args.seconds, args.tokens))
+    else:
+        result = asyncio.run(run(args.max, args.step, args.nofile))
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
