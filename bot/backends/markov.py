@@ -198,11 +198,15 @@ class Brain:
         head = list(reversed(back))
         return [*head, keyword, *tail], surprise + back_surprise
 
-    def reply(self, text: str, scope: str, rng: random.Random, budget_s: float = 0.004, tries: int = 8) -> str:
-        """The best of several candidates: most keywords covered, then most informative, not too long."""
+    def reply(self, text: str, scope: str, rng: random.Random, budget_s: float | None = 0.004, tries: int = 8) -> str:
+        """The best of several candidates: most keywords covered, then most informative, not too long.
+
+        `budget_s` stops early on a slow machine; None tries every candidate (a seeded reply must not
+        depend on how busy the machine is).
+        """
         keywords = self.keywords(text, scope)
         heard = tokenize(text)
-        deadline = time.perf_counter() + budget_s
+        deadline = time.perf_counter() + budget_s if budget_s is not None else math.inf
         best: tuple[float, list[str]] | None = None
         for attempt in range(tries):
             seed_word = keywords[attempt % len(keywords)] if keywords else None
@@ -229,6 +233,7 @@ class MarkovBackend:
         self.brain = brain
         # Used only on the brain's thread; a seed makes a whole session reproducible.
         self._rng = random.Random(seed)
+        self._seeded = seed is not None
         # One thread owns the brain, so learning and generating never race.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-markov")
 
@@ -243,8 +248,9 @@ class MarkovBackend:
         """Answer the last user turn in one piece: it exists in full within a millisecond, so
         chunking it would only add event-loop work per message."""
         prompt = next((turn.text for turn in reversed(turns) if turn.role == "user"), "")
+        seeded = options.seed is not None or self._seeded
         rng = random.Random(options.seed) if options.seed is not None else self._rng
-        text: str = await self._call(self.brain.reply, prompt, options.scope, rng)
+        text: str = await self._call(self.brain.reply, prompt, options.scope, rng, None if seeded else 0.004)
         yield " ".join(text.split(" ")[: max(1, options.max_tokens)])
 
     async def learn(self, texts: Sequence[tuple[str, str]]) -> None:
