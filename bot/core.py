@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
 import logging
 import secrets
 import time
@@ -27,6 +25,7 @@ from bot.backends.media import (
 from bot.config import Config
 from bot.conversation import build_prompt, clean_text
 from bot.enforcement import Enforcement, load_moderator
+from bot.streaming import guarded, settle_memory
 from bot.errors import (
     BackendFailed,
     BackendUnavailable,
@@ -56,17 +55,6 @@ OUTPUT_CHECK_INTERVAL_S = 0.5
 OUTPUT_RECHECK_INTERVAL_S = 1.0
 # How much of the already shown answer is judged again with each new piece, as its context.
 OUTPUT_CONTEXT_CHARS = 300
-
-
-def settle_memory() -> None:
-    """After loading: keep what lives as long as the process out of the collector, and give freed heap back."""
-    # Everything loaded so far (torch, models, the corpus) stays; keeping it out of the cyclic
-    # collector's scans removes its occasional long pauses on the loop.
-    gc.collect()
-    gc.freeze()
-    # glibc keeps the pages that loading freed (~10-50 MiB) unless asked to return them.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _recent_user_turns(history: Sequence[StoredTurn], user_key: str, count: int) -> list[str]:
@@ -257,7 +245,7 @@ class Bot:
         options = TextOptions(max_tokens=self.config.bot.reply_tokens, scope=message.conversation.scope)
         refused: str | None = None
         try:
-            answer = await reply.stream(self._checked(message, self._guarded(backend.stream(prompt, options))))
+            answer = await reply.stream(self._checked(message, guarded(backend.stream(prompt, options), self.config.backends.text.timeout_s)))
         except RequestRefused as error:
             refused, answer = error.user_message, ""  # the message only: the exception would hold this frame
         if refused is None and not answer.strip():
@@ -307,38 +295,6 @@ class Bot:
             return None
         channel = ConversationKey(key.platform, key.workspace, key.channel)
         return (await self.store.conversation(channel)).persona
-
-    async def _guarded(self, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
-        """Pass a backend's chunks through, turning its failures and stalls into a user-facing error.
-
-        The time limit is a budget for the waits on the backend only, never the adapter's own
-        pacing between chunks (that happens while this generator is suspended at `yield`).
-        """
-        timeout = self.config.backends.text.timeout_s
-        remaining = timeout
-        clock = asyncio.get_running_loop().time
-        iterator = chunks.__aiter__()
-        try:
-            while True:
-                started = clock()
-                try:
-                    async with asyncio.timeout(remaining):
-                        chunk = await iterator.__anext__()
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise BackendFailed(f"The model took longer than {timeout:g}s to answer; please try again.") from None
-                except BotError:
-                    raise
-                except Exception as error:
-                    log.exception("text backend failed")
-                    raise BackendFailed() from error
-                remaining -= clock() - started
-                yield chunk
-        finally:
-            closer = getattr(iterator, "aclose", None)
-            if closer is not None:
-                await closer()
 
     async def moderate_request(self, message: Message, text: str, kind: ModerationKind, *, remember: bool = True) -> None:
         """Check a generation request with the user's recent requests here; raise if refused.
