@@ -7,6 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import aiohttp
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FIRST_DELAY_S = 1.0
@@ -32,8 +34,6 @@ async def keep_trying(connect: Callable[[], Awaitable[T]], service: str, check: 
 
 def network_fault(error: BaseException) -> str | None:
     """A connection that failed or timed out, in one line; None for anything else."""
-    import aiohttp
-
     if isinstance(error, (aiohttp.ClientConnectionError, OSError, TimeoutError)):
         text = " ".join(str(error).split()) or error.__class__.__name__
         return text[:200]

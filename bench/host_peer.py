@@ -14,30 +14,21 @@ from typing import Any
 
 import aiohttp
 
-from bench.peers import cpu_seconds
+from bench.peers import busy_loops, cpu_seconds, stop
 from tests import tiny_models
+from tests.slack_harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAMS = (1, 8, 32)
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 180) -> None:
-    """Until GET url answers 200 (or the process dies)."""
+async def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, seconds: float = 180) -> None:
+    """Until GET url answers 200 (or the process dies, with the end of its log)."""
     deadline = time.monotonic() + seconds
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                logs = sorted(Path(tempfile.gettempdir()).glob("*/atelier-host.log")) + sorted(Path(tempfile.gettempdir()).glob("*/transformers-serve.log"))
-                tail = b"".join(path.read_bytes()[-1500:] for path in logs).decode(errors="replace")
+                tail = log.read_bytes()[-1500:].decode(errors="replace")
                 raise RuntimeError(f"the server exited ({process.returncode}): {tail}")
             try:
                 async with session.get(url) as response:
@@ -56,7 +47,7 @@ def start_atelier(model: Path, folder: Path) -> tuple[subprocess.Popen[bytes], s
     config.write_text(json.dumps({"backends": {"text": {"type": "transformers", "model": str(model), "device": "cpu"}},
                                   "serve": {"moderation": False}}))  # fmt: skip
     command = [sys.executable, "-m", "bot", "serve", "--config", str(config), "--port", str(port)]
-    log = open(folder / "atelier-host.log", "wb")  # noqa: SIM115 - the child writes it
+    log = open(folder / "atelier.log", "wb")  # noqa: SIM115 - the child writes it
     return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log), f"http://127.0.0.1:{port}"
 
 
@@ -66,7 +57,7 @@ def start_transformers_serve(model: Path, folder: Path, serving: Path) -> tuple[
     code = ("import sys; from transformers.cli.transformers import main; "
             f"sys.argv = ['transformers', 'serve', '--port', '{port}', '--device', 'cpu', '{model}']; sys.exit(main())")  # fmt: skip
     environment = {**os.environ, "PYTHONPATH": str(serving)}
-    log = open(folder / "transformers-serve.log", "wb")  # noqa: SIM115 - the child writes it
+    log = open(folder / "transformers_serve.log", "wb")  # noqa: SIM115 - the child writes it
     return subprocess.Popen([sys.executable, "-c", code], env=environment, stdout=log, stderr=log), f"http://127.0.0.1:{port}"
 
 
@@ -98,7 +89,7 @@ async def drive(url: str, model: str, streams: int, seconds: float, tokens: int)
     return counts[0], counts[1], counts[2]
 
 
-async def measure(name: str, process: subprocess.Popen[bytes], url: str, model: str, seconds: float, tokens: int) -> dict[str, Any]:
+async def measure(process: subprocess.Popen[bytes], url: str, model: str, seconds: float, tokens: int) -> dict[str, Any]:
     """Every concurrency level against one server."""
     await drive(url, model, 1, 2, tokens)  # warm-up
     result: dict[str, Any] = {}
@@ -123,18 +114,12 @@ async def compare(serving: Path, load: bool, seconds: float, tokens: int) -> dic
             process, url = start()
             busy: list[subprocess.Popen[bytes]] = []
             try:
-                await wait_healthy(f"{url}/health", process)
+                await wait_healthy(f"{url}/health", process, folder / f"{name}.log")
                 if load:
-                    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
-                results[name] = await measure(name, process, url, str(model), seconds, tokens)
+                    busy = busy_loops()
+                results[name] = await measure(process, url, str(model), seconds, tokens)
             finally:
-                for spinner in busy:
-                    spinner.kill()
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                stop(process, busy, grace=15)
     ours, theirs = results["atelier"], results["transformers_serve"]
     results["ratios_requests_per_s"] = {level: round(ours[level]["requests_per_s"] / theirs[level]["requests_per_s"], 2)
                                         for level in ours if theirs[level]["requests_per_s"]}  # fmt: skip

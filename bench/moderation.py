@@ -16,9 +16,6 @@ import random
 import re
 import sys
 import time
-# As the bot runs (bot/__main__.py): torch's threads sleep between steps instead of spinning.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# As the bot runs (bot/__main__.py): torch's threads sleep between steps instead of spinning.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from moderation import Moderator
 from moderation.train import calibration_error, load_exemplars

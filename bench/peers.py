@@ -134,6 +134,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def busy_loops() -> list[subprocess.Popen[bytes]]:
+    """A busy loop on every core: the other work a real server shares its CPUs with."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+
+
+def stop(process: subprocess.Popen[bytes], busy: list[subprocess.Popen[bytes]], grace: float = 10) -> None:
+    """End the busy loops and the measured server (killed if it does not stop within `grace`)."""
+    for spinner in busy:
+        spinner.kill()
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -204,13 +220,7 @@ async def measure(kind: str, target: str, env: dict[str, str], sequential: int, 
         at_once = await ask(fake, watch, range(10_000, 10_000 + concurrent), concurrent)
         concurrent_cpu = (cpu_seconds(process.pid) - before) / concurrent
     finally:
-        for spinner in busy:
-            spinner.kill()
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, busy)
         await fake.stop()
 
     def p50(answers: list[Answer], key: str) -> float | None:

@@ -44,9 +44,9 @@ class ConnectionGuard:
     oldest idle ones are closed at once, so accept() never fails and a client with a real request gets in.
     """
 
-    def __init__(self, header_timeout: float = HEADER_TIMEOUT_S, capacity: int | None = None) -> None:
+    def __init__(self, header_timeout: float = HEADER_TIMEOUT_S) -> None:
         self.header_timeout = header_timeout
-        self.capacity = capacity if capacity is not None else max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - RESERVED_FDS)
+        self.capacity = 0  # set from the open-file limit when serving starts (after the limit was raised)
         self._idle_since: dict[RequestHandler, float] = {}  # insertion order: oldest first
         self._busy: set[RequestHandler] = set()
         self.closed_idle = 0
@@ -54,6 +54,7 @@ class ConnectionGuard:
 
     def protocol_factory(self, server: web.Server) -> Callable[[], RequestHandler]:
         """Wrap aiohttp's protocol factory so every new connection is tracked from its first byte."""
+        self.capacity = max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - RESERVED_FDS)
 
         def make() -> RequestHandler:
             handler = server()

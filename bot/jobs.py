@@ -392,7 +392,8 @@ class Scheduler:
         try:
             await call
         except Exception as error:
-            log.warning("could not deliver a job update: %s", delivery_failure(error))
-            return delivery_failure(error)
+            reason = delivery_failure(error)
+            log.warning("could not deliver a job update: %s", reason)
+            return reason
         return None
 

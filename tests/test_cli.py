@@ -83,18 +83,23 @@ def test_a_config_typo_stops_start_up_with_the_keys_path(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
-def test_setup_logging_masks_configured_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def log_as_the_bot_does(message: str, *args: object) -> None:
+    """Log one warning through the handler `setup_logging` installs, then put the root logger back."""
     from bot.logs import setup_logging
 
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-0000-very-secret")
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
         setup_logging(parse_config({}), "INFO")
-        logging.getLogger("bot.test").warning("token was %s", "xoxb-0000-very-secret")
+        logging.getLogger("bot.test").warning(message, *args)
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def test_setup_logging_masks_configured_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-0000-very-secret")
+    log_as_the_bot_does("token was %s", "xoxb-0000-very-secret")
     err = capsys.readouterr().err
     assert "token was [redacted]" in err and "very-secret" not in err
 
@@ -152,17 +157,8 @@ def test_serve_refuses_a_key_short_enough_to_guess(tmp_path: Path) -> None:
 def test_short_secrets_are_masked_and_a_client_newline_cannot_forge_a_log_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bot.logs import setup_logging
-
     monkeypatch.setenv("ATELIER_API_KEY", "s3cr3t7")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        setup_logging(parse_config({}), "INFO")
-        logging.getLogger("bot.test").warning("bad request from %s", "x\n2026-12-07 ERROR bot.core: s3cr3t7 leaked")
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    log_as_the_bot_does("bad request from %s", "x\n2026-12-07 ERROR bot.core: s3cr3t7 leaked")
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert "x\\n2026-12-07 ERROR" in err and "s3cr3t7" not in err
