@@ -306,9 +306,9 @@ async def main() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the bot runs
     started = time.perf_counter()
     if args.model is not None:
-        from moderation import acts
+        from moderation import serving
 
-        acts.MODEL_FILE = args.model
+        serving.MODEL_FILE = args.model  # exported on first use, like the shipped one
     moderator = await Moderator.load()
     load_s = time.perf_counter() - started
     if not moderator.available:

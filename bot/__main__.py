@@ -71,7 +71,7 @@ def _load(args: argparse.Namespace) -> Config:
     return config.model_copy(update={"bot": config.bot.model_copy(update=overrides)})
 
 
-async def _start_bot(config: Config, moderation_in_background: bool = False) -> Bot:
+async def _start_bot(config: Config, load_in_background: bool = False) -> Bot:
     """Start the core, turning a store that cannot be opened into a one-line config error."""
     import sqlite3
 
@@ -79,7 +79,7 @@ async def _start_bot(config: Config, moderation_in_background: bool = False) -> 
     from bot.store_health import StoreRefused
 
     try:
-        return await Bot.start(config, moderation_in_background=moderation_in_background)
+        return await Bot.start(config, load_in_background=load_in_background)
     except StoreRefused as error:
         raise ConfigError(str(error)) from None
     except (sqlite3.Error, OSError, RuntimeError) as error:
@@ -156,8 +156,8 @@ def _login_error(error: BaseException, config: Config) -> ConfigError | None:
 
 async def _run(config: Config) -> None:
     """Start the core and every enabled adapter; stop them all when one ends or on Ctrl-C."""
-    # The platforms connect while moderation loads; early requests are told it is still starting.
-    bot = await _start_bot(config, moderation_in_background=True)
+    # The platforms connect while the models load; early requests are told it is still starting.
+    bot = await _start_bot(config, load_in_background=True)
     adapters = _adapters(config)
     tasks = [asyncio.create_task(adapter.run(bot), name=f"adapter-{adapter.name}") for adapter in adapters]
     try:

@@ -32,6 +32,7 @@ from bot.errors import (
     BotError,
     ModerationUnavailable,
     RequestRefused,
+    StillStarting,
 )
 from bot.jobs import Job, Runner, Scheduler
 from bot.messages import Artifact, ConversationKey, Message
@@ -45,7 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STILL_STARTING = "I'm still starting up: safety checks are loading. Try again in a few seconds."
+STILL_STARTING = StillStarting.default_message
+# What answers while the models load: asking whether the bot is up must not be refused as "not up".
+SERVED_WHILE_STARTING = frozenset({"status", "help"})
 # Messages prepared (store, moderation) at once; the rest wait their turn in arrival order.
 ADMISSION_LIMIT = 16
 # How long streamed text may wait for its output check: a check per word would cost a classifier run
@@ -93,8 +96,7 @@ class Bot:
         self.moderator = moderator
         self.enforcement = Enforcement(store, config.moderation)
         self.recent = RecentRequests(config.moderation.context_turns)
-        varies = frozenset({"image"} if getattr(image, "supports_variations", False) else ())
-        self.jobs = Scheduler(store, config.jobs, self._runners(), varies)
+        self.jobs = Scheduler(store, config.jobs, self._runners(), self._variable_kinds())
         # Adapters register how to reach a conversation of their platform, for jobs resumed after a restart.
         self.reply_factories: dict[str, Callable[[Job], Reply | None]] = {}
         self._jobs_started = False
@@ -104,37 +106,55 @@ class Bot:
         self._admission = asyncio.Semaphore(ADMISSION_LIMIT)
         # Checked once: isinstance against a Protocol is slow enough to show up per message.
         self._learner = text if isinstance(text, LearningBackend) else None
-        self._moderation_loading: asyncio.Task[None] | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self._jobs_wanted = False
 
     @classmethod
-    async def start(cls, config: Config, *, moderation_in_background: bool = False) -> Bot:
+    async def start(cls, config: Config, *, load_in_background: bool = False) -> Bot:
         """Open the store, load the backends (with fallbacks) and the moderator.
 
-        With `moderation_in_background`, the moderator loads while the caller connects to its platform;
-        until it is ready, requests are answered "still starting" (generation is never unchecked).
+        With `load_in_background`, the models load while the caller connects to its platform; until
+        they are ready, requests are answered "still starting" (generation is never unchecked).
         """
         store = await ConversationStore.open(config.bot.db)
-        text, text_status = await registry.load("text", config.backends.text)
-        image, image_status = await registry.load("image", config.backends.image)
-        music, music_status = await registry.load("music", config.backends.music)
-        statuses = [text_status, image_status, music_status]
-        background = moderation_in_background and config.moderation.enabled
-        moderator = Moderator.loading() if background else await load_moderator(config.moderation)
-        bot = cls(config, store, text, statuses, moderator, image, music)
+        if load_in_background:
+            bot = cls(config, store, None, [], Moderator.loading(config.moderation.enabled))
+            await bot.enforcement.load()
+            bot._loading = asyncio.create_task(bot._load_models(), name="models-load")
+            return bot
+        text, statuses, image, music = await registry.load_configured(config.backends)
+        bot = cls(config, store, text, statuses, await load_moderator(config.moderation), image, music)
         await bot.enforcement.load()
         if bot._learner is not None:
             await bot._learner.learn(await store.learned_texts())
-        if background:
-            bot._moderation_loading = asyncio.create_task(bot._load_moderation(), name="moderation-load")
-        else:
-            settle_memory()
+        settle_memory()
         return bot
 
-    async def _load_moderation(self) -> None:
-        """Swap the stand-in for the real moderator once it has loaded."""
-        self.moderator = await load_moderator(self.config.moderation)
+    @property
+    def starting(self) -> bool:
+        """True while the models load in the background."""
+        return self._loading is not None and not self._loading.done()
+
+    async def _load_models(self) -> None:
+        """Load the backends, then the moderator, and swap them in; held jobs start after."""
+        text, statuses, image, music = await registry.load_configured(self.config.backends)
+        learner = text if isinstance(text, LearningBackend) else None
+        if learner is not None:
+            await learner.learn(await self.store.learned_texts())
+        self.text, self.image, self.music, self.statuses, self._learner = text, image, music, statuses, learner
+        # Nothing can have been queued meanwhile (every request was told "still starting"), so the
+        # scheduler is rebuilt with the runners of what loaded.
+        self.jobs = Scheduler(self.store, self.config.jobs, self._runners(), self._variable_kinds())
+        moderator = await load_moderator(self.config.moderation)
+        self.moderator, stand_in = moderator, self.moderator
+        await stand_in.close()
         log.info("%s", self.moderator.describe())
         settle_memory()
+        if self._jobs_wanted:
+            await self._begin_jobs()
+
+    def _variable_kinds(self) -> frozenset[str]:
+        return frozenset({"image"} if getattr(self.image, "supports_variations", False) else ())
 
     def _runners(self) -> dict[str, Runner]:
         runners: dict[str, Runner] = {}
@@ -156,6 +176,12 @@ class Bot:
 
     async def start_jobs(self) -> None:
         """Resume jobs left by a previous run and start the job workers (once adapters are registered)."""
+        if self.starting:  # resumed jobs need their backends: they start when the models have loaded
+            self._jobs_wanted = True
+            return
+        await self._begin_jobs()
+
+    async def _begin_jobs(self) -> None:
         if self._jobs_started:
             return
         self._jobs_started = True
@@ -168,9 +194,9 @@ class Bot:
 
     async def close(self) -> None:
         """Stop the job workers, release backends and the store."""
-        if self._moderation_loading is not None and not self._moderation_loading.done():
-            self._moderation_loading.cancel()
-            await asyncio.gather(self._moderation_loading, return_exceptions=True)
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            await asyncio.gather(self._loading, return_exceptions=True)
         await self.jobs.stop()
         await self.enforcement.drain()
         await self.moderator.close()
@@ -187,6 +213,8 @@ class Bot:
             try:
                 text = clean_text(message.text, self.config.bot.max_message_chars)
                 parsed = commands.parse(text)
+                if self.starting and (parsed is None or parsed[0] not in SERVED_WHILE_STARTING):
+                    raise StillStarting()
                 if parsed is not None:
                     await commands.dispatch(self, message, reply, *parsed)
                 else:
@@ -358,6 +386,7 @@ class Bot:
         uptime = int(time.time() - self.started_at)
         return [
             *(status.describe() for status in self.statuses),
+            *(["models: loading (chat, pictures, music)"] if self.starting and not self.statuses else []),
             self.moderator.describe(),
             *([f"store: {self.store.problem_line}"] if self.store.problem_line else []),
             f"up {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",

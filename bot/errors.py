@@ -72,3 +72,9 @@ class CoolingDown(BotError):
 
 class ConfigError(Exception):
     """config.yaml or the environment is wrong; the message names the key or variable to fix."""
+
+
+class StillStarting(BotError):
+    """The models are still loading; the user should try again in a few seconds."""
+
+    default_message = "I'm still starting up: the models and safety checks are loading. Try again in a few seconds."

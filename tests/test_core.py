@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from bot import core
 from bot.core import Bot
 from bot.store import ConversationStore
 from moderation import Kind, Moderator, Verdict
-from moderation.acts import ActModel
+from moderation.serving import ServedActs
 from tests.fakes import QueuedTextBackend, RuleModerator
 
 
@@ -334,7 +335,7 @@ def test_dm_conversations_are_their_own_learning_scope() -> None:
 class ReadingModerator(Moderator):
     """The real moderator, noting every text it reads for an output check."""
 
-    def __init__(self, model: ActModel) -> None:
+    def __init__(self, model: ServedActs) -> None:
         super().__init__(model)
         self.outputs: list[str] = []
 
@@ -346,7 +347,7 @@ class ReadingModerator(Moderator):
 
 
 async def test_a_streamed_answer_is_checked_piece_by_piece_never_whole_again(
-    config: Config, backend: QueuedTextBackend, act_model: ActModel, monkeypatch: pytest.MonkeyPatch
+    config: Config, backend: QueuedTextBackend, act_model: ServedActs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(core, "OUTPUT_CHECK_INTERVAL_S", 0.05)
     monkeypatch.setattr(core, "OUTPUT_RECHECK_INTERVAL_S", 0.05)
@@ -382,7 +383,7 @@ async def test_while_moderation_loads_requests_are_told_it_is_starting_then_answ
         return await load_moderator(section)  # type: ignore[arg-type]
 
     monkeypatch.setattr(core, "load_moderator", load_when_let)
-    bot = await Bot.start(config, moderation_in_background=True)
+    bot = await Bot.start(config, load_in_background=True)
     chat = MemoryAdapter(bot)
     try:
         assert await chat.say("hello there") == [core.STILL_STARTING]
@@ -399,6 +400,40 @@ async def test_while_moderation_loads_requests_are_told_it_is_starting_then_answ
         await bot.close()
 
 
+async def test_while_the_models_load_the_bot_says_so_and_a_picture_asked_for_after_is_made(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.backends import registry
+
+    gate = asyncio.Event()
+    real_load = registry.load_configured
+
+    async def load_when_let(section: Any) -> Any:
+        await gate.wait()  # the backends, loaded when the test says (a big model takes minutes)
+        return await real_load(section)
+
+    monkeypatch.setattr(registry, "load_configured", load_when_let)
+    bot = await Bot.start(config, load_in_background=True)  # returns at once: the platform can connect
+    chat = MemoryAdapter(bot)
+    try:
+        await bot.start_jobs()  # adapters start the jobs at once; they are held until the backends are in
+        assert await chat.say("hello there") == [core.STILL_STARTING]
+        assert await chat.say("/imagine a lighthouse --size 64x64") == [core.STILL_STARTING]
+        status = "\n".join(await chat.say("/status"))
+        assert "models: loading" in status and "moderation: loading" in status
+        gate.set()
+        for _ in range(400):
+            if not bot.starting:
+                break
+            await asyncio.sleep(0.05)
+        reply = await chat.send("/imagine a lighthouse --size 64x64")
+        await bot.jobs.drain()
+        assert [event.artifact.mime_type for event in reply.events if event.artifact is not None] == ["image/png"]
+        assert "procedural" in "\n".join(await chat.say("/status"))
+    finally:
+        await bot.close()
+
+
 async def test_a_bot_closed_while_moderation_loads_stops_cleanly(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     never = asyncio.Event()
 
@@ -407,5 +442,5 @@ async def test_a_bot_closed_while_moderation_loads_stops_cleanly(config: Config,
         raise AssertionError("unreachable")
 
     monkeypatch.setattr(core, "load_moderator", load_never)
-    bot = await Bot.start(config, moderation_in_background=True)
+    bot = await Bot.start(config, load_in_background=True)
     await asyncio.wait_for(bot.close(), 5)

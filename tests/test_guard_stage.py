@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from moderation import Moderator, Policy
-from moderation.acts import ActModel
+from moderation.serving import ServedActs
 from moderation.guard import OpenAIGuard
 from tests.test_guard import GuardServer, completion, serve
 
@@ -18,7 +18,7 @@ def asked(server: GuardServer) -> list[str]:
 
 
 @pytest.mark.parametrize(("answer", "blocked", "category"), [("unsafe\nS12", True, "ncii"), ("safe", False, "none")])
-async def test_a_picture_of_a_real_person_goes_to_the_guard(act_model: ActModel, answer: str, blocked: bool, category: str) -> None:
+async def test_a_picture_of_a_real_person_goes_to_the_guard(act_model: ServedActs, answer: str, blocked: bool, category: str) -> None:
     async for server, url in serve(completion(answer)):
         moderator = Moderator(act_model, guard=OpenAIGuard(url, "llama-guard-3-1b"))
         verdict = await moderator.check("a watercolor of Barack Obama at the beach", "image")
@@ -30,7 +30,7 @@ async def test_a_picture_of_a_real_person_goes_to_the_guard(act_model: ActModel,
         await moderator.close()
 
 
-async def test_when_the_guard_cannot_answer_the_fast_stage_decides(act_model: ActModel) -> None:
+async def test_when_the_guard_cannot_answer_the_fast_stage_decides(act_model: ServedActs) -> None:
     moderator = Moderator(act_model, guard=OpenAIGuard("http://127.0.0.1:9/v1", "guard", timeout_s=1))
     verdict = await moderator.check("Taylor Swift playing guitar, oil painting", "image")
     assert not verdict.blocked
@@ -54,7 +54,7 @@ async def test_the_guard_is_built_from_config_and_a_broken_one_leaves_the_fast_s
     await fast_only.close()
 
 
-async def test_the_guard_never_lifts_a_confident_refusal(act_model: ActModel) -> None:
+async def test_the_guard_never_lifts_a_confident_refusal(act_model: ServedActs) -> None:
     async for server, url in serve(completion("safe")):
         moderator = Moderator(act_model, guard=OpenAIGuard(url, "guard"))
         fake = await moderator.check("a realistic tweet screenshot of Joe Biden saying he will ban all guns tomorrow", "image")
@@ -64,7 +64,7 @@ async def test_the_guard_never_lifts_a_confident_refusal(act_model: ActModel) ->
         await moderator.close()
 
 
-async def test_every_category_the_guard_names_is_judged(act_model: ActModel) -> None:
+async def test_every_category_the_guard_names_is_judged(act_model: ServedActs) -> None:
     async for server, url in serve(completion("unsafe\nS12,S4")):  # sexual content and child sexual exploitation
         opted_in = Moderator(act_model, Policy(allow_nsfw=True), guard=OpenAIGuard(url, "guard"))
         verdict = await opted_in.check("a watercolor of Barack Obama at the beach", "image", nsfw=True)

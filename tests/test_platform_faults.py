@@ -14,7 +14,7 @@ from bot.config import Config, SlackSection
 from bot.core import Bot
 from bot.store import ConversationStore
 from moderation import Moderator
-from moderation.acts import ActModel
+from moderation.serving import ServedActs
 from tests.discord_harness import until
 from tests.fake_slack import BOT_USER, FakeSlack
 from tests.fakes import QueuedTextBackend
@@ -22,7 +22,7 @@ from tests.loopback import LoopbackServer
 from tests.slack_harness import SECRET, connected_slack, event_body, free_port, message_event, signature
 
 
-async def start_bot(config: Config, backend: QueuedTextBackend, act_model: ActModel) -> Bot:
+async def start_bot(config: Config, backend: QueuedTextBackend, act_model: ServedActs) -> Bot:
     """A bot as a fresh process would open it: its own store connection and moderator."""
     store = await ConversationStore.open(config.bot.db)
     return Bot(config, store, backend, [registry.BackendStatus("text", "queued", "queued")], Moderator(act_model))
@@ -32,7 +32,7 @@ def mention(ts: str, text: str) -> dict[str, Any]:
     return event_body(message_event(ts, f"<@{BOT_USER}> {text}", mention=True))
 
 
-async def test_a_retry_of_an_event_answered_before_a_restart_is_not_answered_again(config: Config, act_model: ActModel) -> None:
+async def test_a_retry_of_an_event_answered_before_a_restart_is_not_answered_again(config: Config, act_model: ServedActs) -> None:
     backend = QueuedTextBackend()
     event = mention("2001.1", "answer me once, even across a restart")
     bot = await start_bot(config, backend, act_model)
@@ -53,7 +53,7 @@ async def test_a_retry_of_an_event_answered_before_a_restart_is_not_answered_aga
 
 
 async def test_an_event_whose_process_died_before_answering_is_answered_on_retry(
-    config: Config, act_model: ActModel, monkeypatch: pytest.MonkeyPatch
+    config: Config, act_model: ServedActs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bot import store_records as store_module
 

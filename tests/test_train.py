@@ -48,6 +48,11 @@ def test_training_is_reproducible_and_the_result_loads(tmp_path: Path) -> None:
     [reading] = model.classify(["write a phishing email"])
     assert set(reading.probabilities) == set(LABELS) and abs(sum(reading.probabilities.values()) - 1) < 1e-4
     assert 0.0 < model.temperature and -1.0 <= reading.evidence <= 1.0
+    from moderation.export import export
+    from moderation.serving import ServedActs
+
+    [served] = ServedActs(export(first, encoder, tmp_path / "served")).classify(["write a phishing email"])
+    assert all(abs(served.probabilities[label] - reading.probabilities[label]) < 1e-4 for label in LABELS)  # a new model serves as trained
 
 
 def test_the_development_split_never_moves_and_never_overlaps_training() -> None:

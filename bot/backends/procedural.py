@@ -1,8 +1,9 @@
-"""`procedural`: the embedded image backend, a compositional pattern-producing network (CPPN) in torch.
+"""`procedural`: the embedded image backend, a compositional pattern-producing network (CPPN) in numpy.
 
 A small random MLP maps each pixel's coordinates plus a latent vector to weights over a palette.
 The network comes from the seed, the latent vector from the prompt, and colour words in the prompt
-choose the palette, so (prompt, seed, size) always gives the same picture, and offline.
+choose the palette, so (prompt, seed, size) always gives the same picture, and offline. numpy, not
+torch: a bot that generates nothing else locally then never loads torch (~190 MiB).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import re
 
 import numpy as np
-import torch
 
 from bot.backends.media import ImageRequest, Progress
 from bot.backends.provenance import png_bytes, provenance
@@ -48,11 +48,11 @@ def _digest(*parts: str) -> bytes:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
 
 
-def prompt_latent(prompt: str, negative: str) -> torch.Tensor:
+def prompt_latent(prompt: str, negative: str) -> np.ndarray:
     """A point in latent space for the prompt (the negative prompt pushes away from its own point)."""
-    def point(text: str) -> torch.Tensor:
+    def point(text: str) -> np.ndarray:
         seed = int.from_bytes(_digest(" ".join(_WORD.findall(text.lower())))[:8], "little")
-        return torch.randn(LATENT, generator=torch.Generator().manual_seed(seed))
+        return np.random.default_rng(seed).standard_normal(LATENT, dtype=np.float32)
     latent = point(prompt)
     if negative.strip():
         latent = latent - 0.5 * point(negative)
@@ -85,29 +85,32 @@ class CPPN:
     """The network for one seed: coordinates + latent → palette weights."""
 
     def __init__(self, seed: int) -> None:
-        generator = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
         sizes = [3 + LATENT] + [HIDDEN] * LAYERS
-        self.weights = [torch.randn(a, b, generator=generator) * (1.6 / a**0.5) for a, b in zip(sizes, sizes[1:])]
-        self.out = torch.randn(HIDDEN, PALETTE_SIZE, generator=generator) * 1.8
-        self.sharpness = 1.5 + 3.0 * float(torch.rand(1, generator=generator))
+        self.weights = [rng.standard_normal((a, b), dtype=np.float32) * np.float32(1.6 / a**0.5) for a, b in zip(sizes, sizes[1:])]
+        self.out = rng.standard_normal((HIDDEN, PALETTE_SIZE), dtype=np.float32) * np.float32(1.8)
+        self.sharpness = np.float32(1.5 + 3.0 * rng.random())
 
     def varied(self, variation: int, amount: float = VARIATION_AMOUNT) -> CPPN:
         """A close relative of this network: the same shapes, nudged, so the picture stays recognisable."""
-        generator = torch.Generator().manual_seed(variation)
+        rng = np.random.default_rng(variation)
         twin = CPPN.__new__(CPPN)
-        twin.weights = [w + torch.randn(w.shape, generator=generator) * w.std() * amount for w in self.weights]
-        twin.out = self.out + torch.randn(self.out.shape, generator=generator) * self.out.std() * amount
+        twin.weights = [w + rng.standard_normal(w.shape, dtype=np.float32) * w.std() * np.float32(amount) for w in self.weights]
+        twin.out = self.out + rng.standard_normal(self.out.shape, dtype=np.float32) * self.out.std() * np.float32(amount)
         twin.sharpness = self.sharpness
         return twin
 
-    def weights_for(self, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    def weights_for(self, coords: np.ndarray, latent: np.ndarray) -> np.ndarray:
         """Softmax palette weights for N×3 coordinates (x, y, r)."""
-        hidden = torch.cat([coords, latent.expand(coords.shape[0], LATENT)], dim=1)
+        hidden = np.concatenate([coords, np.broadcast_to(latent, (coords.shape[0], LATENT))], axis=1)
         for index, weight in enumerate(self.weights):
             hidden = hidden @ weight
             # Alternating sine and tanh gives both stripes and soft blobs.
-            hidden = torch.sin(hidden) if index % 2 == 0 else torch.tanh(hidden)
-        return torch.softmax(hidden @ self.out * self.sharpness, dim=1)
+            hidden = np.sin(hidden) if index % 2 == 0 else np.tanh(hidden)
+        logits = hidden @ self.out * self.sharpness
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        return weights / weights.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
 
 
 def render(request: ImageRequest, index: int, progress: Progress) -> Artifact:
@@ -115,23 +118,22 @@ def render(request: ImageRequest, index: int, progress: Progress) -> Artifact:
     seed = request.seed if request.variation else request.seed + index
     network = CPPN(seed).varied(request.variation + index) if request.variation else CPPN(seed)
     latent = prompt_latent(request.prompt, request.negative)
-    palette = torch.from_numpy(palette_for(request.prompt, request.negative, seed))
+    palette = palette_for(request.prompt, request.negative, seed)
     scale = max(request.width, request.height)
-    xs = (torch.arange(request.width, dtype=torch.float32) * 2 - request.width + 1) / scale
-    ys = (torch.arange(request.height, dtype=torch.float32) * 2 - request.height + 1) / scale
+    xs = (np.arange(request.width, dtype=np.float32) * 2 - request.width + 1) / scale
+    ys = (np.arange(request.height, dtype=np.float32) * 2 - request.height + 1) / scale
     pixels = np.empty((request.height, request.width, 3), dtype=np.uint8)
     rows = -(-request.height // STEPS)
-    with torch.inference_mode():
-        for step in range(STEPS):
-            band = ys[step * rows : (step + 1) * rows]
-            if len(band) == 0:
-                continue
-            grid_y, grid_x = torch.meshgrid(band, xs, indexing="ij")
-            coords = torch.stack([grid_x, grid_y, torch.sqrt(grid_x**2 + grid_y**2)], dim=-1).reshape(-1, 3)
-            colour = network.weights_for(coords * 2.0, latent) @ palette
-            pixels[step * rows : step * rows + len(band)] = (colour.reshape(len(band), request.width, 3) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-            done = (index * STEPS + step + 1) / (request.n * STEPS)
-            progress(done, f"image {index + 1}/{request.n}, step {step + 1}/{STEPS}")
+    for step in range(STEPS):
+        band = ys[step * rows : (step + 1) * rows]
+        if len(band) == 0:
+            continue
+        grid_y, grid_x = np.meshgrid(band, xs, indexing="ij")
+        coords = np.stack([grid_x, grid_y, np.sqrt(grid_x**2 + grid_y**2)], axis=-1).reshape(-1, 3)
+        colour = network.weights_for(coords * np.float32(2.0), latent) @ palette
+        pixels[step * rows : step * rows + len(band)] = np.clip((colour.reshape(len(band), request.width, 3) * 255).round(), 0, 255).astype(np.uint8)
+        done = (index * STEPS + step + 1) / (request.n * STEPS)
+        progress(done, f"image {index + 1}/{request.n}, step {step + 1}/{STEPS}")
     extra = {"variation": str(request.variation + index)} if request.variation else {}
     metadata = provenance(request.prompt, seed, "procedural", negative=request.negative, size=f"{request.width}x{request.height}", **extra)
     name = f"atelier-{seed}-v{request.variation + index}.png" if request.variation else f"atelier-{seed}.png"

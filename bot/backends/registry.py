@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from typing import Any, Literal
 
 from bot.backends.base import BackendLoadError
-from bot.config import BackendConfig
+from bot.config import BackendConfig, BackendsSection
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +99,11 @@ async def load(kind: Kind, config: BackendConfig) -> tuple[Any | None, BackendSt
         model = name if name not in ("", current.type) else ""
         return backend, BackendStatus(kind, config.type, current.type, "; ".join(reasons), model)
     return None, BackendStatus(kind, config.type, None, "; ".join(reasons))
+
+
+async def load_configured(backends: BackendsSection) -> tuple[Any | None, list[BackendStatus], Any | None, Any | None]:
+    """The text, image and music backends (each down its fallback chain) and the three statuses."""
+    text, text_status = await load("text", backends.text)
+    image, image_status = await load("image", backends.image)
+    music, music_status = await load("music", backends.music)
+    return text, [text_status, image_status, music_status], image, music
