@@ -37,11 +37,12 @@ SWITCH_INTERVAL_S = 0.001
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Atelier: a generative bot for Discord and Slack.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve,backup,restore}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve,models,backup,restore}")
     for name, text in (
         ("run", "start every adapter enabled in the config"),
         ("chat", "chat in this terminal (or pipe one message per line)"),
         ("serve", "serve the configured models over HTTP (the GPU host)"),
+        ("models", "list the configured models (cached, missing, size) or download them"),
         ("backup", "copy the store to a new file (safe while the bot runs)"),
         ("restore", "replace the store with a backup (stop the bot first)"),
     ):
@@ -56,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--output-dir", metavar="DIR", help="where generated files go, overriding bot.output_dir")
         if name in ("backup", "restore"):
             command.add_argument("file", metavar="FILE", help="the backup file to write" if name == "backup" else "the backup to restore")
+        if name == "models":
+            command.add_argument("action", choices=["list", "download"], help="list: what is configured and here; download: fetch it")
+            command.add_argument("what", nargs="?", default="all", choices=["text", "image", "music", "all"],
+                                 help="which kind's models to download (default: all)")  # fmt: skip
+            command.add_argument("--to", metavar="DIR", help="download into DIR (one folder per model) instead of the model cache")
         if name == "serve":
             command.add_argument("--host", help="address to bind, overriding serve.host")
             command.add_argument("--port", type=int, help="port to bind, overriding serve.port")
@@ -248,6 +254,17 @@ def _backup_or_restore(command: str, config: Config, file: Path) -> None:
         raise ConfigError(f"could not {command} {store} ({error}); check the paths and free disk space.") from None
 
 
+def _models(config: Config, action: str, what: str, to: Path | None) -> None:
+    """`models list`: each configured model and where it stands; `models download`: fetch them (hub progress bars)."""
+    from bot.models import ModelsError, download, list_lines
+
+    try:
+        lines = list_lines(config) if action == "list" else download(config, what, to)
+    except ModelsError as error:
+        raise ConfigError(str(error)) from None
+    print("\n".join(lines))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -262,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_run(config))
         elif args.command in ("backup", "restore"):
             _backup_or_restore(args.command, config, Path(args.file))
+        elif args.command == "models":
+            _models(config, args.action, args.what, Path(args.to) if args.to else None)
         else:
             asyncio.run(_serve(config, args.host or config.serve.host, args.port or config.serve.port))
     except ConfigError as error:

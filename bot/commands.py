@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.errors import PermissionDenied, UnknownCommand, UserInputError
+from bot.job_args import closest
 from bot.messages import Message
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ async def dispatch(bot: Bot, message: Message, reply: Reply, name: str, args: st
     """Check the command exists, its arguments and the user's rights, then run it."""
     entry = COMMANDS.get(name)
     if entry is None:
-        raise UnknownCommand(name)
+        raise UnknownCommand(name, closest(name, list(COMMANDS)))
     if args and not entry.takes_args:
         raise UserInputError(f"/{name} takes no arguments; usage: {entry.usage}")
     if entry.admin_in_channels and not message.is_dm and not message.author.is_admin:
@@ -72,7 +73,7 @@ async def _help(bot: Bot, message: Message, reply: Reply, args: str) -> None:
         name = args.split()[0].lstrip("/").lower()
         entry = COMMANDS.get(name)
         if entry is None:
-            raise UnknownCommand(name)
+            raise UnknownCommand(name, closest(name, list(COMMANDS)))
         await reply.send(f"{entry.usage} — {entry.summary}")
         return
     lines = ["Talk to me in plain words, or use a command:"]

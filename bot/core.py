@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from bot.backends.media import (
 from bot.config import Config
 from bot.conversation import build_prompt, clean_text
 from bot.enforcement import Enforcement, load_moderator
+from bot.delivery import delete_job_files
 from bot.streaming import guarded, settle_memory
 from bot.errors import (
     BackendFailed,
@@ -103,6 +105,7 @@ class Bot:
         self.started_at = time.time()
         self._locks: dict[ConversationKey, _ConversationLock] = {}
         self._fallback_noticed: set[str] = set()
+        self.options_noticed: set[str] = set()  # user:kind:options already told "ignored here"
         self._admission = asyncio.Semaphore(ADMISSION_LIMIT)
         # Checked once: isinstance against a Protocol is slow enough to show up per message.
         self._learner = text if isinstance(text, LearningBackend) else None
@@ -377,7 +380,8 @@ class Bot:
         self._fallback_noticed.add(where)
         stands_in = {"text": "model answers", "image": "generator draws", "music": "composer plays"}.get(kind, "backend works")
         instead = f"the simple offline {status.active} {stands_in}" if status.active in registry.EMBEDDED else f"{status.active} stands in"
-        await reply.send(f"Note: the configured {kind} model ({status.configured}) is not available, so {instead} for now; /status has details.")
+        fetch = f" An admin can fetch it with `python -m bot models download {kind}`." if "models download" in status.reason else ""
+        await reply.send(f"Note: the configured {kind} model ({status.configured}) is not available, so {instead} for now; /status has details.{fetch}")
 
     # --- what commands need --------------------------------------------------------------
 
@@ -399,9 +403,12 @@ class Bot:
         texts = await self.store.learned_texts_by(user_key)
         if self._learner is not None and texts:
             await self._learner.forget(texts)
+        job_ids = await self.store.job_ids_of(user_key)
         report = await self.store.forget_user(user_key)
+        files = await asyncio.to_thread(delete_job_files, Path(self.config.bot.output_dir), job_ids)
         return (
-            f"Done: deleted {report.messages} message(s) you wrote or that answered you"
+            f"Done: deleted {report.messages} message(s) you wrote or that answered you, {len(job_ids)} job(s)"
+            f"{f' and their {files} saved file(s)' if files else ''}"
             f"{', your profile' if report.profile else ''} and any persona you set. "
             "New messages you send are stored as usual."
         )

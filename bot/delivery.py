@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
 from bot.errors import BotError
 
@@ -28,3 +30,15 @@ def delivery_failure(error: Exception) -> str:
     status = getattr(error, "status", None)
     return f"the platform refused the upload (HTTP {status})" if isinstance(status, int) else f"the upload failed ({error.__class__.__name__})"
 
+
+def delete_job_files(folder: Path, job_ids: Sequence[str]) -> int:
+    """Delete the saved results of these jobs (named "<slug>-<job id>-…"); return how many went."""
+    if not job_ids or not folder.is_dir():
+        return 0
+    wanted = {f"-{job_id}-" for job_id in job_ids}
+    deleted = 0
+    for path in folder.iterdir():
+        if path.is_file() and any(marker in path.name for marker in wanted):
+            path.unlink(missing_ok=True)
+            deleted += 1
+    return deleted

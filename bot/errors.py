@@ -22,9 +22,10 @@ class UserInputError(BotError):
 class UnknownCommand(UserInputError):
     """A /command that is not in the command table."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, meant: str | None = None) -> None:
         shown = name if len(name) <= 40 else name[:39] + "…"
-        super().__init__(f"Unknown command /{shown}; type /help to see the commands.")
+        hint = f"did you mean /{meant}? " if meant else ""
+        super().__init__(f"Unknown command /{shown}; {hint}type /help to see the commands.")
         self.name = name
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import secrets
 import shlex
@@ -20,6 +21,14 @@ _SIZE = re.compile(r"^(\d+)[xX×](\d+)$")
 _OPTION = re.compile(r"^--[a-z]+(=.*)?$")
 # Phones turn "--" into a dash; "—seed 5" is still meant as an option.
 _DASHED = re.compile(r"^[—–]([a-z]+(=.*)?)$")
+# "-seed 4" is a typo for an option only when "--seed" is one: "-ish" stays part of the prompt.
+_ONE_DASH = re.compile(r"^-([a-z]+)(=.*)?$")
+
+
+def closest(word: str, choices: tuple[str, ...] | list[str]) -> str | None:
+    """The choice `word` was most likely meant to be, if any is close (for "did you mean")."""
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)  # "dance" is not "cancel" (0.73)
+    return found[0] if found else None
 
 
 def _words(args: str) -> list[str]:
@@ -43,10 +52,16 @@ def split_options(command: str, args: str, allowed: tuple[str, ...]) -> tuple[st
     index = 0
     while index < len(words):
         word = words[index]
+        single = _ONE_DASH.match(word)
+        if single is not None and f"--{single.group(1)}" in allowed:
+            meant = f"--{single.group(1)}"
+            raise UserInputError(f"Did you mean {meant}? Options take two dashes, e.g. /{command} … {meant} {_example(meant)}.")
         if _OPTION.match(word):
             name, _, value = word.partition("=")
             if name not in allowed:
-                raise UserInputError(f"Unknown option {name} for /{command}; options: {', '.join(allowed)}.")
+                guess = closest(name, allowed)
+                hint = f"did you mean {guess}? " if guess else ""
+                raise UserInputError(f"Unknown option {name} for /{command}; {hint}options: {', '.join(allowed)}.")
             if not value:
                 index += 1
                 if index >= len(words):

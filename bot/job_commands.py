@@ -34,8 +34,22 @@ async def submit(
         # "--negative clothes" asks for a nude picture: judge the prompt as the request it becomes.
         await bot.moderate_request(message, f"{params['prompt']}, nude, naked", kind, remember=False)
     await bot.notice_fallback(message, reply, kind)
+    await _notice_ignored(bot, message, reply, kind, params)
     # The scheduler itself tells the user the job is queued, before any update can overtake that.
     await bot.jobs.submit(kind, message.user_key, str(message.conversation), message.id or None, params, reply)
+
+
+async def _notice_ignored(bot: Bot, message: Message, reply: Reply, kind: JobKind, params: dict[str, Any]) -> None:
+    """Say once per user and kind when given options the active generator does not use (e.g. --steps)."""
+    backend = bot.image if kind == "image" else bot.music
+    ignored = sorted(option for option in getattr(backend, "ignored_options", ()) if params.get(option) is not None)
+    key = f"{message.user_key}:{kind}:{','.join(ignored)}"
+    if not ignored or key in bot.options_noticed:
+        return
+    bot.options_noticed.add(key)
+    names = " and ".join(f"--{option}" for option in ignored)
+    generator = getattr(backend, "name", kind)
+    await reply.send(f"Note: the {generator} {kind} generator has no use for {names}, so {'they are' if len(ignored) > 1 else 'it is'} ignored here.")
 
 
 @command("imagine", "/imagine <prompt> [--seed N] [--size WxH] [--n 1-4] [--negative TEXT] [--steps 1-50] [--guidance 0-20]",
@@ -58,15 +72,21 @@ def _admin_over(message: Message, conversation: str) -> bool:
 
 async def _earlier_job(bot: Bot, message: Message, job_id: str, verb: str) -> tuple[JobKind, dict[str, Any]]:
     """The kind and parameters of a stored job the user may build on (theirs, or any for an admin)."""
-    row = await bot.store.job(job_id.strip().lower()) if job_id.strip() else None
+    if not job_id.strip():  # "again": the user's newest job here
+        here = message.conversation
+        row = await bot.store.newest_job(message.user_key, f"{here.platform}:{here.workspace}:{here.channel}")
+        if row is None:
+            raise UserInputError(f"You have no job here to {verb} yet; make one with /imagine or /compose.")
+    else:
+        row = await bot.store.job(job_id.strip().lower())
     if row is None:
-        raise UserInputError(f"No job {job_id or '(none given)'} is stored; give an id from a result, e.g. /{verb} 1a2b3c4d.")
+        raise UserInputError(f"No job {job_id} is stored; give an id from a result, e.g. /{verb} 1a2b3c4d, or none for your newest.")
     if row["user_id"] != message.user_key and not _admin_over(message, row["conversation"]):
         raise PermissionDenied(f"Job {row['id']} is someone else's; only they or an admin can {verb} it.")
     return row["kind"], json.loads(row["params"])
 
 
-@command("reroll", "/reroll <job-id>", "make a job again with a new seed", takes_args=True)
+@command("reroll", "/reroll [job-id]", "make a job again with a new seed (your newest here if no id)", takes_args=True)
 async def _reroll(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     kind, params = await _earlier_job(bot, message, args, "reroll")
     params = {**params, "seed": secrets.randbelow(MAX_SEED + 1)}

@@ -19,7 +19,7 @@ from bot.config import JobsSection
 from bot.delivery import delivery_failure
 from bot.errors import BotError, UserInputError
 from bot.fairqueue import FairQueue
-from bot.messages import Artifact
+from bot.messages import Artifact, named_for_job
 from bot.store import ConversationStore
 
 if TYPE_CHECKING:
@@ -307,7 +307,7 @@ class Scheduler:
                 await asyncio.wait({task}, timeout=STOP_GRACE_S)
             task.cancel()
         try:
-            job.result = await task
+            job.result = [named_for_job(artifact, job.id, str(job.params.get("prompt", "")), job.kind) for artifact in await task]
         except (JobCancelled, asyncio.CancelledError):
             current = asyncio.current_task()
             if current is not None and current.cancelling():

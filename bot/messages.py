@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
+import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -94,3 +96,26 @@ class Artifact:
     mime_type: str
     filename: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+_SLUG_WORDS = re.compile(r"[a-z0-9]+")
+SLUG_CHARS = 40
+
+
+def slug(text: str, fallback: str = "file") -> str:
+    """A short file-name-safe summary of a prompt: "A red fox, in snow!" → "a-red-fox-in-snow"."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    words = _SLUG_WORDS.findall(ascii_text)
+    out = ""
+    for word in words:
+        if len(out) + len(word) + 1 > SLUG_CHARS:
+            break
+        out = f"{out}-{word}" if out else word
+    return out or fallback
+
+
+def named_for_job(artifact: Artifact, job_id: str, prompt: str, kind: str) -> Artifact:
+    """The artifact renamed "<prompt slug>-<job id>-seed<N>…": a folder of results can be told apart, and /forget-me finds them."""
+    rest = artifact.filename.removeprefix("atelier-")
+    rest = f"seed{rest}" if rest[:1].isdigit() else rest
+    return replace(artifact, filename=f"{slug(prompt, kind)}-{job_id}-{rest}")

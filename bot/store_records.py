@@ -40,6 +40,17 @@ class StoredRecords:
         rows = await self._run(lambda: list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id])))
         return rows[0] if rows else None
 
+    async def newest_job(self, user_key: str, channel: str) -> dict[str, Any] | None:
+        """The user's most recent job in this channel (any thread or console session of it), for /reroll without an id."""
+        pattern = channel.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+        sql = "SELECT * FROM jobs WHERE user_id = ? AND conversation LIKE ? ESCAPE '\\' ORDER BY created_at DESC LIMIT 1"
+        rows = await self._run(lambda: list(self.db.query(sql, [user_key, pattern])))
+        return rows[0] if rows else None
+
+    async def job_ids_of(self, user_key: str) -> list[str]:
+        """Every stored job of a user (what /forget-me removes, with its files)."""
+        return await self._run(lambda: [row["id"] for row in self.db.query("SELECT id FROM jobs WHERE user_id = ?", [user_key])])
+
     async def unfinished_jobs(self) -> list[dict[str, Any]]:
         """Jobs that were queued or running when the process stopped, oldest first."""
         return await self._run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,8 +46,10 @@ def custom_ids(message: dict[str, Any]) -> list[str]:
     return [button["custom_id"] for row in message.get("components", []) for button in row["components"]]
 
 
-def message_with_file(fake: FakeDiscord, name_start: str) -> dict[str, Any]:
-    return next(m for m in fake.messages.values() if any(a["filename"].startswith(name_start) for a in m["attachments"]))
+def message_with_file(fake: FakeDiscord, prompt_slug: str, seed: str = "seed") -> dict[str, Any]:
+    """The message carrying a file named "<prompt slug>-<job id>-<seed>…" (results are named by prompt and job)."""
+    name = re.compile(rf"{prompt_slug}-[0-9a-f]{{8}}-{seed}")
+    return next(m for m in fake.messages.values() if any(name.match(a["filename"]) for a in m["attachments"]))
 
 
 async def test_commands_are_synced_at_start_globally_or_to_the_configured_guilds(
@@ -73,7 +77,7 @@ async def test_slash_imagine_is_deferred_then_answered_with_a_png_and_buttons(dr
     first_followup = fake.followups("token-8001")[0]
     assert first_followup.at > next(c.at for c in fake.calls if c.path.endswith("/callback"))
     assert first_followup.body["json"]["content"].startswith("Queued image job")
-    result = message_with_file(fake, "atelier-5")
+    result = message_with_file(fake, "a-red-fox-in-the-snow")
     job_id = custom_ids(result)[0].split(":")[2]
     assert custom_ids(result) == [f"atelier:reroll:{job_id}", f"atelier:vary:{job_id}:1"]
     status = next(m for m in fake.messages.values() if m["content"].startswith(("Queued", "Image job")))
@@ -84,32 +88,32 @@ async def test_the_reroll_button_makes_the_picture_again_with_a_new_seed(drawing
     fake = drawing.fake
     await fake.interact(interaction_payload(8002, ALICE, command="imagine", options={"prompt": "a lighthouse", "seed": 7, "size": "256x256"}))
     await until(lambda: any(files(c) for c in fake.followups("token-8002")), timeout=20)
-    result = message_with_file(fake, "atelier-7")
+    result = message_with_file(fake, "a-lighthouse")
     reroll = custom_ids(result)[0]
     await fake.interact(interaction_payload(8003, ALICE, button=reroll, message=result))
     await until(lambda: any(files(c) for c in fake.followups("token-8003")), timeout=20)
     assert fake.callbacks[-1]["type"] == 6  # acknowledged silently; the new job answers below
     [new_file] = [f for c in fake.followups("token-8003") for f in files(c)]
-    assert new_file.startswith("atelier-") and new_file != "atelier-7.png"
+    assert new_file.startswith("a-lighthouse-") and not new_file.endswith("-seed7.png")  # a new job, a new seed
 
 
 async def test_variations_of_one_picture_keep_its_seed(drawing: Setup) -> None:
     fake = drawing.fake
     await fake.interact(interaction_payload(8004, ALICE, command="imagine", options={"prompt": "a teapot", "seed": 11, "size": "256x256", "n": 2}))
     await until(lambda: sum(len(files(c)) for c in fake.followups("token-8004")) == 2, timeout=20)
-    second = message_with_file(fake, "atelier-12")
+    second = message_with_file(fake, "a-teapot", "seed12")
     assert custom_ids(second)[-1].endswith(":2")
     await fake.interact(interaction_payload(8005, ALICE, button=custom_ids(second)[-1], message=second))
     await until(lambda: sum(len(files(c)) for c in fake.followups("token-8005")) == 2, timeout=20)
     names = [f for c in fake.followups("token-8005") for f in files(c)]
-    assert all(name.startswith("atelier-12-v") for name in names)
+    assert all(re.fullmatch(r"a-teapot-[0-9a-f]{8}-seed12-v\d+\.png", name) for name in names)
 
 
 async def test_only_the_requester_or_an_admin_may_press_the_buttons(drawing: Setup) -> None:
     fake = drawing.fake
     await fake.interact(interaction_payload(8006, ALICE, command="imagine", options={"prompt": "a boat", "seed": 3, "size": "256x256"}))
     await until(lambda: any(files(c) for c in fake.followups("token-8006")), timeout=20)
-    result = message_with_file(fake, "atelier-3")
+    result = message_with_file(fake, "a-boat")
     await fake.interact(interaction_payload(8007, BOB, button=custom_ids(result)[0], message=result))
     await until(lambda: len(fake.followups("token-8007")) == 1)
     [refusal] = fake.followups("token-8007")
@@ -161,7 +165,7 @@ async def test_a_job_outliving_its_interaction_token_is_finished_in_the_channel(
         await until(lambda: any(files(c) for c in fake.posts(CHANNEL_ID)), timeout=20)
         await until(lambda: custom_ids(fake.messages[status_id]) == [])  # its cancel button still goes
         [result] = [c for c in fake.posts(CHANNEL_ID) if files(c)]
-        assert files(result)[0].startswith("gated-") and custom_ids(result.body["json"])[0].startswith("atelier:reroll:")
+        assert "-gated-" in files(result)[0] and custom_ids(result.body["json"])[0].startswith("atelier:reroll:")
     await bot.close()
 
 

@@ -100,7 +100,7 @@ async def test_compose_end_to_end_on_the_model(tmp_path: Path, music_folder: Pat
     bot = await Bot.start(config)
     try:
         lines = await run_console(bot, tmp_path, "/compose lo-fi beats --seed 3 --duration 1 --guidance 2\n")
-        saved = tmp_path / "out" / "atelier-3.wav"
+        [saved] = (tmp_path / "out").glob("lo-fi-beats-*-seed3.wav")
         assert any(str(saved) in line for line in lines), lines
         assert "guidance=2.0" in read_wav_info(saved.read_bytes())["ICMT"]
     finally:

@@ -160,6 +160,7 @@ class AlgorithmicBackend:
     """The `algorithmic` MusicBackend."""
 
     name = "algorithmic"
+    ignored_options = frozenset({"guidance"})  # told once to the user who gives it
 
     async def generate(self, request: MusicRequest, progress: Progress) -> list[Artifact]:
         """Compose and render in a worker thread."""

@@ -23,6 +23,8 @@ HUB_PROBE_TIMEOUT_S = 3.0
 # Seeding torch's global generator and sampling from it must not interleave between backends that share it.
 RNG_LOCK = threading.Lock()
 DTYPES = ("float32", "float16", "bfloat16")
+# What /status and the logs suggest when a model is not on this machine.
+FETCH_HINT = "fetch it with `python -m bot models download` (or --to DIR on a machine with network) or give a local folder"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +86,11 @@ def load_pretrained(loader: Any, source: Source, what: str, **kwargs: Any) -> An
         if source.is_folder:
             raise BackendLoadError(f"{source.name} does not hold a usable {what} ({_first_line(error)})") from None
         if source.local_only:
-            raise BackendLoadError(f"{source.name} is not in the local model cache and HF_HUB_OFFLINE is set; download it first or give a local folder") from None
+            raise BackendLoadError(f"{source.name} is not in the local model cache and HF_HUB_OFFLINE is set; {FETCH_HINT}") from None
     except (ValueError, KeyError, TypeError) as error:  # files present but not a model this library can build
         raise BackendLoadError(f"{source.name} does not hold a usable {what} ({_first_line(error)})") from None
     if not hub_reachable():
-        raise BackendLoadError(f"{source.name} is not in the local model cache and the model hub is unreachable; download it first or give a local folder")
+        raise BackendLoadError(f"{source.name} is not in the local model cache and the model hub is unreachable; {FETCH_HINT}")
     log.info("downloading %s %s from the model hub", what, source.name)
     try:
         return loader.from_pretrained(source.name, **kwargs)

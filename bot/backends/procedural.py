@@ -145,6 +145,8 @@ class ProceduralBackend:
 
     name = "procedural"
     supports_variations = True
+    # Options of /imagine this generator has no use for: the user is told once, not left guessing.
+    ignored_options = frozenset({"steps", "guidance"})
 
     async def generate(self, request: ImageRequest, progress: Progress) -> list[Artifact]:
         """Render `request.n` pictures in a worker thread."""

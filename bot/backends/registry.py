@@ -88,7 +88,9 @@ async def load(kind: Kind, config: BackendConfig) -> tuple[Any | None, BackendSt
             # keys, so chat and /status get only its kind and the log gets the details.
             if isinstance(error, BackendLoadError):
                 reason = str(error)
-                log.warning("%s backend '%s' could not be loaded: %s", kind, current.type, reason)
+                # INFO: /status and the user's one-time notice already say it; at WARNING the console
+                # chat would open on what looks like an error for an expected offline fallback.
+                log.info("%s backend '%s' could not be loaded: %s", kind, current.type, reason)
             else:
                 reason = f"it failed to load ({error.__class__.__name__}; details in the log)"
                 log.warning("%s backend '%s' could not be loaded", kind, current.type, exc_info=error)
