@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from adapters.console_editor import LineEditor
 from bot.core import Bot
 from bot.messages import Artifact, Author, ConversationKey, Message
 
@@ -111,11 +112,15 @@ class ConsoleAdapter:
         stdout: TextIO | None = None,
         output_dir: str | Path = "atelier-output",
         interactive: bool | None = None,
+        editor: LineEditor | None = None,
     ) -> None:
         self.stdin = stdin or sys.stdin.buffer
         self.stdout = stdout or sys.stdout
         self.output_dir = Path(output_dir)
         self.interactive = self.stdin.isatty() if interactive is None else interactive
+        # A person at a terminal gets a line editor; pipes and files stay plain line reading.
+        on_terminal = stdin is None and stdout is None and self.interactive and self.stdout.isatty()
+        self.editor = editor if editor is not None else (LineEditor() if on_terminal else None)
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._stopping = False
         try:
@@ -158,12 +163,32 @@ class ConsoleAdapter:
         if pending:
             yield pending
 
+    async def _edited_lines(self, editor: LineEditor) -> None:
+        try:
+            async for line in editor.lines():
+                self._queue.put_nowait(line.encode("utf-8", errors="surrogateescape"))
+        finally:
+            self._queue.put_nowait(None)
+
     async def run(self, bot: Bot) -> None:
         """Feed each input line to the bot; at end of input wait for the replies, then return."""
+        if self.editor is None:
+            await self._serve(bot, self.stdout)
+            return
+        with self.editor.replies_above(self.stdout) as out:
+            reader = asyncio.create_task(self._edited_lines(self.editor), name="console-line-editor")
+            try:
+                await self._serve(bot, out, reading=False)
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+
+    async def _serve(self, bot: Bot, out: TextIO, reading: bool = True) -> None:
         loop = asyncio.get_running_loop()
         queue = self._queue
-        threading.Thread(target=self._read_lines, args=(loop, queue), name="atelier-stdin", daemon=True).start()
-        reply = ConsoleReply(self.stdout, self.output_dir, self.interactive, on_closed=self._output_closed)
+        if reading:
+            threading.Thread(target=self._read_lines, args=(loop, queue), name="atelier-stdin", daemon=True).start()
+        reply = ConsoleReply(out, self.output_dir, self.interactive, on_closed=self._output_closed)
         # Jobs left by an earlier console session report to this one.
         bot.reply_factories[self.conversation.platform] = lambda job: reply
         await bot.start_jobs()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import subprocess
 import sys
@@ -166,3 +167,31 @@ def test_a_closed_output_pipe_stops_the_chat_quietly(tmp_path: Path) -> None:
     assert len(pipeline.stdout.decode().splitlines()) == 2
     err = (tmp_path / "err").read_text()
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+async def test_on_a_terminal_the_line_editor_recalls_and_edits_earlier_lines(markov_bot: Bot, tmp_path: Path) -> None:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import InMemoryHistory
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from adapters.console_editor import LineEditor
+
+    up, left, delete = "\x1b[A", "\x1b[D", "\x1b[3~"
+    with create_pipe_input() as keys:
+        session: PromptSession[str] = PromptSession(input=keys, output=DummyOutput(), history=InMemoryHistory())
+        out = io.StringIO()
+        adapter = ConsoleAdapter(io.BytesIO(), out, tmp_path / "out", interactive=False, editor=LineEditor(session))
+        running = asyncio.create_task(adapter.run(markov_bot))
+        for typed in (
+            "/help reset\r",  # typed, then recalled with Up and edited: "reset" becomes "persona"
+            up + left * 5 + delete * 5 + "persona\r",
+            "/help vary\x03",  # Ctrl-C drops a half-typed line without leaving
+            "/help queue\r",
+            "\x04",  # Ctrl-D quits
+        ):
+            keys.send_text(typed)
+            await asyncio.sleep(0.3)  # a person's pace: each line reaches its own prompt
+        await asyncio.wait_for(running, 20)
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == ["/reset", "/persona", "/queue"], lines
