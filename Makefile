@@ -9,11 +9,14 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m moderation export
-	touch $(STAMP)
+	@test -x $(PY) || { echo "setup: creating .venv"; $(PYTHON) -m venv $(VENV); }
+	@echo "setup: installing Atelier and its dependencies into .venv (a few minutes the first time)"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "setup: preparing the moderation model for serving (once)"
+	@$(PY) -m moderation export
+	@touch $(STAMP)
+	@echo "setup: done ($$($(PY) -m pip list --format=freeze 2>/dev/null | wc -l) packages in .venv)"
 
 chat: setup
 	$(PY) -m bot chat --config config.yaml
