@@ -1,70 +1,14 @@
-"""The Adapter protocol and the Reply handle the core answers through."""
+"""What adapters share: the core's protocols (defined in bot/ports.py) and a clean stop for in-flight answers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Collection
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Collection
 
-from bot.messages import Artifact
+from bot.ports import Adapter, JobControls, Reply
 
-if TYPE_CHECKING:
-    from bot.core import Bot
-
-
-@runtime_checkable
-class Reply(Protocol):
-    """What the core may do back on the platform, in answer to one message."""
-
-    async def send(self, text: str) -> None:
-        """Post a new message."""
-        ...
-
-    async def stream(self, chunks: AsyncIterator[str]) -> str:
-        """Post a message that grows as chunks arrive (paced to the platform); return the full text."""
-        ...
-
-    async def edit(self, text: str) -> None:
-        """Replace the text of the last message this reply posted."""
-        ...
-
-    async def attach(self, artifact: Artifact, caption: str = "") -> None:
-        """Post a generated file."""
-        ...
-
-    async def progress(self, fraction: float, note: str = "") -> None:
-        """Show how far a long job has got (0.0 to 1.0)."""
-        ...
-
-    async def error(self, text: str) -> None:
-        """Tell the user, in one line, what went wrong and what to do."""
-        ...
-
-
-@runtime_checkable
-class JobControls(Protocol):
-    """A Reply that can put buttons on a job's messages: cancel while it runs, re-roll and variations after."""
-
-    def bind_job(self, job_id: str, kind: str, variations: int) -> None:
-        """Learn the job this reply answers; `variations` is how many of its pictures can be varied (0: none)."""
-        ...
-
-
-@runtime_checkable
-class Adapter(Protocol):
-    """One platform connection."""
-
-    name: str
-
-    async def run(self, bot: Bot) -> None:
-        """Serve events until stopped (or, for the console, until end of input)."""
-        ...
-
-    async def stop(self) -> None:
-        """Stop taking events; let in-flight replies finish."""
-        ...
-
+__all__ = ["STOP_GRACE_S", "Adapter", "JobControls", "Reply", "finish_in_flight"]
 
 # How long a stopping adapter lets answers in progress finish before cancelling them.
 STOP_GRACE_S = 20.0

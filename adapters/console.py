@@ -190,7 +190,7 @@ class ConsoleAdapter:
             threading.Thread(target=self._read_lines, args=(loop, queue), name="atelier-stdin", daemon=True).start()
         reply = ConsoleReply(out, self.output_dir, self.interactive, on_closed=self._output_closed)
         # Jobs left by an earlier console session report to this one.
-        bot.reply_factories[self.conversation.platform] = lambda job: reply
+        bot.attach(self.conversation.platform, lambda job: reply)
         await bot.start_jobs()
         if self.interactive:
             reply._print("Atelier console. Type a message, /help for commands, Ctrl-D to quit.")

@@ -103,7 +103,7 @@ class DiscordAdapter:
     async def run(self, bot: Bot) -> None:
         """Log in, resume stored jobs, and serve until stopped."""
         self._bot = bot
-        bot.reply_factories[PLATFORM] = self.reply_for_job
+        bot.attach(PLATFORM, self.reply_for_job)
         if self.settings.log_channel:
             bot.enforcement.listeners.append(self._log_event)
         # discord.py reconnects the gateway by itself; logging in over REST is ours to retry.
@@ -224,7 +224,7 @@ class DiscordAdapter:
 
     def reply_for_job(self, job: Job) -> Reply | None:
         """A reply into a stored job's conversation, for a job resumed after a restart."""
-        _, _, channel, thread = job.conversation.split(":", 3)
+        channel, thread = job.conversation.channel, job.conversation.thread
         target = int(thread.removeprefix("thread:")) if thread.startswith("thread:") else int(channel)
         messageable = self.client.get_partial_messageable(target)
         reference = None

@@ -137,7 +137,7 @@ class SlackAdapter:
     async def run(self, bot: Bot) -> None:
         """Check the token, resume stored jobs, then serve (Socket Mode or HTTP) until stopped."""
         self._bot = bot
-        bot.reply_factories[PLATFORM] = self.reply_for_job
+        bot.attach(PLATFORM, self.reply_for_job)
         if self.settings.log_channel:
             bot.enforcement.listeners.append(self._log_event)
         try:
@@ -353,7 +353,7 @@ class SlackAdapter:
 
     def reply_for_job(self, job: Job) -> Reply | None:
         """A reply into a stored job's thread, for a job resumed after a restart."""
-        _, team, channel, thread = job.conversation.split(":", 3)
+        team, channel, thread = job.conversation.workspace, job.conversation.channel, job.conversation.thread
         return SlackReply(self.client, channel, thread or None, self.pacer, (team, job.user.split(":", 1)[-1]), self.edit_interval)
 
     async def _log_event(self, event: ModerationEvent) -> None:

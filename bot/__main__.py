@@ -21,7 +21,7 @@ from bot.config import (
 from bot.logs import setup_logging
 
 if TYPE_CHECKING:
-    from adapters.base import Adapter
+    from bot.ports import Adapter
     from bot.core import Bot
 
 EXIT_CONFIG = 2

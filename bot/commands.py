@@ -12,7 +12,7 @@ from bot.job_args import closest
 from bot.messages import Message
 
 if TYPE_CHECKING:
-    from adapters.base import Reply
+    from bot.ports import Reply
     from bot.core import Bot
 
 Handler = Callable[["Bot", Message, "Reply", str], Awaitable[None]]

@@ -44,7 +44,7 @@ from moderation import Kind as ModerationKind
 from moderation import Moderator, Verdict
 
 if TYPE_CHECKING:
-    from adapters.base import Reply
+    from bot.ports import Reply
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ class Bot:
         self.enforcement = Enforcement(store, config.moderation)
         self.recent = RecentRequests(config.moderation.context_turns)
         self.jobs = Scheduler(store, config.jobs, self._runners(), self._variable_kinds())
-        # Adapters register how to reach a conversation of their platform, for jobs resumed after a restart.
-        self.reply_factories: dict[str, Callable[[Job], Reply | None]] = {}
+        # How to reach a conversation of each platform (set by adapters through `attach`), for resumed jobs.
+        self._reply_factories: dict[str, Callable[[Job], Reply | None]] = {}
         self._jobs_started = False
         self.started_at = time.time()
         self._locks: dict[ConversationKey, _ConversationLock] = {}
@@ -177,6 +177,10 @@ class Bot:
             runners["music"] = run_music
         return runners
 
+    def attach(self, platform: str, reply_for_job: Callable[[Job], Reply | None]) -> None:
+        """An adapter registers how to reach a conversation of its platform (for jobs resumed after a restart)."""
+        self._reply_factories[platform] = reply_for_job
+
     async def start_jobs(self) -> None:
         """Resume jobs left by a previous run and start the job workers (once adapters are registered)."""
         if self.starting:  # resumed jobs need their backends: they start when the models have loaded
@@ -190,7 +194,7 @@ class Bot:
         self._jobs_started = True
 
         def reply_for(job: Job) -> Reply | None:
-            factory = self.reply_factories.get(job.conversation.split(":", 1)[0])
+            factory = self._reply_factories.get(job.conversation.platform)
             return factory(job) if factory is not None else None
 
         await self.jobs.start(reply_for)

@@ -10,11 +10,11 @@ from bot.commands import command
 from bot.errors import BackendUnavailable, PermissionDenied, UserInputError
 from bot.job_args import MAX_SEED, compose_params, imagine_params
 from bot.jobs import JobKind
-from bot.messages import Message
+from bot.messages import ConversationKey, Message
 from moderation.policy import removes_clothing
 
 if TYPE_CHECKING:
-    from adapters.base import Reply
+    from bot.ports import Reply
     from bot.core import Bot
 
 
@@ -36,7 +36,7 @@ async def submit(
     await bot.notice_fallback(message, reply, kind)
     await _notice_ignored(bot, message, reply, kind, params)
     # The scheduler itself tells the user the job is queued, before any update can overtake that.
-    await bot.jobs.submit(kind, message.user_key, str(message.conversation), message.id or None, params, reply)
+    await bot.jobs.submit(kind, message.user_key, message.conversation, message.id or None, params, reply)
 
 
 async def _notice_ignored(bot: Bot, message: Message, reply: Reply, kind: JobKind, params: dict[str, Any]) -> None:
@@ -64,24 +64,23 @@ async def _compose(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     await submit(bot, message, reply, "music", compose_params(args))
 
 
-def _admin_over(message: Message, conversation: str) -> bool:
+def _admin_over(message: Message, conversation: ConversationKey) -> bool:
     """Admin rights count only where they were given: anyone can own some server, so not over others' jobs."""
     here = message.conversation
-    return message.author.is_admin and bool(here.workspace) and conversation.startswith(f"{here.platform}:{here.workspace}:")
+    return message.author.is_admin and bool(here.workspace) and (conversation.platform, conversation.workspace) == (here.platform, here.workspace)
 
 
 async def _earlier_job(bot: Bot, message: Message, job_id: str, verb: str) -> tuple[JobKind, dict[str, Any]]:
     """The kind and parameters of a stored job the user may build on (theirs, or any for an admin)."""
     if not job_id.strip():  # "again": the user's newest job here
-        here = message.conversation
-        row = await bot.store.newest_job(message.user_key, f"{here.platform}:{here.workspace}:{here.channel}")
+        row = await bot.store.newest_job(message.user_key, message.conversation.channel_key)
         if row is None:
             raise UserInputError(f"You have no job here to {verb} yet; make one with /imagine or /compose.")
     else:
         row = await bot.store.job(job_id.strip().lower())
     if row is None:
         raise UserInputError(f"No job {job_id} is stored; give an id from a result, e.g. /{verb} 1a2b3c4d, or none for your newest.")
-    if row["user_id"] != message.user_key and not _admin_over(message, row["conversation"]):
+    if row["user_id"] != message.user_key and not _admin_over(message, ConversationKey.parse(row["conversation"])):
         raise PermissionDenied(f"Job {row['id']} is someone else's; only they or an admin can {verb} it.")
     return row["kind"], json.loads(row["params"])
 

@@ -13,17 +13,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from adapters.base import JobControls
+from bot.ports import JobControls
 from bot.backends.media import JobCancelled, Progress
 from bot.config import JobsSection
 from bot.delivery import delivery_failure
 from bot.errors import BotError, UserInputError
 from bot.fairqueue import FairQueue
-from bot.messages import Artifact, named_for_job
+from bot.messages import Artifact, ConversationKey, named_for_job
 from bot.store import ConversationStore
 
 if TYPE_CHECKING:
-    from adapters.base import Reply
+    from bot.ports import Reply
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Job:
     id: str
     kind: JobKind
     user: str
-    conversation: str
+    conversation: ConversationKey
     params: dict[str, Any]
     message_id: str | None = None
     status: JobStatus = "queued"
@@ -77,7 +77,7 @@ class Job:
     def row(self) -> dict[str, Any]:
         """The job as a jobs-table row."""
         return {
-            "id": self.id, "kind": self.kind, "user_id": self.user, "conversation": self.conversation,
+            "id": self.id, "kind": self.kind, "user_id": self.user, "conversation": str(self.conversation),
             "message_id": self.message_id, "params": json.dumps(self.params), "status": self.status,
             "attempts": self.attempts, "error": self.error, "created_at": self.created_at,
         }
@@ -86,7 +86,7 @@ class Job:
     def from_row(cls, row: dict[str, Any]) -> Job:
         """Rebuild a job from its stored row."""
         return cls(
-            row["id"], row["kind"], row["user_id"], row["conversation"], json.loads(row["params"]),
+            row["id"], row["kind"], row["user_id"], ConversationKey.parse(row["conversation"]), json.loads(row["params"]),
             row["message_id"], row["status"], attempts=row["attempts"], created_at=row["created_at"],
         )
 
@@ -177,7 +177,7 @@ class Scheduler:
 
     # --- submitting and inspecting ---------------------------------------------------------
 
-    async def submit(self, kind: JobKind, user: str, conversation: str, message_id: str | None,
+    async def submit(self, kind: JobKind, user: str, conversation: ConversationKey, message_id: str | None,
                      params: dict[str, Any], reply: Reply) -> Job:
         """Accept a job (persisted, and the user told where it stands) or refuse it with the reason."""
         mine = [job for job in self._active.values() if job.user == user]

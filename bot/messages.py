@@ -44,6 +44,17 @@ class ConversationKey:
     def __str__(self) -> str:
         return f"{self.platform}:{self.workspace}:{self.channel}:{self.thread}"
 
+    @classmethod
+    def parse(cls, text: str) -> ConversationKey:
+        """The key `str(key)` wrote (as stored with a job): "platform:workspace:channel:thread"."""
+        platform, workspace, channel, thread = (text.split(":", 3) + ["", "", ""])[:4]
+        return cls(platform, workspace, channel, thread)
+
+    @property
+    def channel_key(self) -> str:
+        """"platform:workspace:channel": the channel, whichever thread or session of it."""
+        return f"{self.platform}:{self.workspace}:{self.channel}"
+
     @property
     def scope(self) -> str:
         """The server/workspace this conversation belongs to (learning and settings are per scope).
