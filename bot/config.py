@@ -94,11 +94,19 @@ class BackendConfig(Strict):
     model: str | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
     dtype: str | None = None
-    base_url: str | None = None
+    # One server (or a load balancer), or several: requests then go to the least busy healthy one.
+    base_url: str | list[str] | None = None
     api_key_env: str | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     options: dict[str, Any] = {}
     fallback: BackendConfig | None = None
+
+    @property
+    def base_urls(self) -> list[str]:
+        """`base_url` as a list (empty when unset)."""
+        if self.base_url is None:
+            return []
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
 
 class BackendsSection(Strict):

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from bot.backends.base import TextOptions
-from bot.backends.remote import HostClient, connect, events, reported_failure
+from bot.backends.remote import HostPool, connect, events, reported_failure
 from bot.config import BackendConfig
 from bot.errors import BackendFailed
 from bot.messages import Turn
@@ -21,7 +21,7 @@ CHARS_PER_TOKEN = 4  # no tokenizer on this side: a conservative estimate keeps 
 class OpenAIText:
     """Streams chat completions from a remote server (vLLM, Ollama, `transformers serve`, Atelier's host)."""
 
-    def __init__(self, client: HostClient, model: str | None, context_tokens: int) -> None:
+    def __init__(self, client: HostPool, model: str | None, context_tokens: int) -> None:
         self.client, self.model = client, model
         self.name = f"openai:{model}" if model else "openai"
         self.context_tokens = context_tokens

@@ -1,10 +1,11 @@
-"""HTTP to an OpenAI-compatible model server (Atelier's host, vLLM, Ollama…): auth, probe, retries, SSE."""
+"""HTTP to OpenAI-compatible model servers (Atelier's host, vLLM, Ollama…): auth, probe, retries, SSE, a pool of hosts."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +21,18 @@ RETRY_STATUSES = {429, 500, 502, 503, 504}
 PROBE_TIMEOUT_S = 3.0  # an unreachable host falls back at start-up within seconds, not after the client's retries
 MAX_EVENT_BYTES = 256 * 1024 * 1024
 GENERIC_FAILURES = {"generation failed", "the model failed mid-answer"}
+# How long a host that refused or dropped work is passed over while another is healthy.
+HOST_REST_S = 15.0
+
+
+class HostUnavailable(BackendFailed):
+    """This host cannot take the request now (unreachable, busy, failing); another host may."""
+
+
+class AnswerBrokeOff(BackendFailed):
+    """The host's answer stopped mid-stream (it died or the connection broke)."""
+
+    host: str | None = None  # which host, once the caller knows
 
 
 class HostClient:
@@ -48,9 +61,9 @@ class HostClient:
         models = data.get("data", []) if isinstance(data, dict) else []
         return [model for model in models if isinstance(model, dict)] if isinstance(models, list) else []
 
-    async def post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def post(self, path: str, body: dict[str, Any], retries: int = RETRIES) -> aiohttp.ClientResponse:
         """POST with retries and backoff on 429/5xx and connection errors; the answer's headers within the timeout."""
-        for attempt in range(RETRIES + 1):
+        for attempt in range(retries + 1):
             try:
                 response = await self._session.post(f"{self.base_url}{path}", json=body,
                                                      timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout_s))  # fmt: skip
@@ -58,8 +71,8 @@ class HostClient:
                 # The server took the request and said nothing for timeout_s: sending it again would run it twice.
                 raise BackendFailed(f"The model server at {self.host} did not answer within {self.timeout_s:g}s; please try again.") from None
             except (aiohttp.ClientConnectionError, TimeoutError):
-                if attempt == RETRIES:
-                    raise BackendFailed(f"The model server at {self.host} is unreachable; try again later, or ask an admin to check it.") from None
+                if attempt == retries:
+                    raise HostUnavailable(f"The model server at {self.host} is unreachable; try again later, or ask an admin to check it.") from None
                 await asyncio.sleep(backoff(attempt, None))
                 continue
             if response.status == 200:
@@ -67,11 +80,13 @@ class HostClient:
             retry_after = response.headers.get("Retry-After")
             reason = await _error_message(response) if response.status in (400, 404, 413) else ""
             response.release()
-            if response.status in RETRY_STATUSES and attempt < RETRIES:
+            if response.status in RETRY_STATUSES and attempt < retries:
                 await asyncio.sleep(backoff(attempt, retry_after))
                 continue
             if response.status == 429:
-                raise BackendFailed("The model server is busy; please try again in a minute.")
+                raise HostUnavailable("The model server is busy; please try again in a minute.")
+            if response.status in RETRY_STATUSES:
+                raise HostUnavailable(f"The model server answered {response.status}; please try again, or /status.")
             if response.status in (401, 403):
                 raise BackendFailed("The model server refused our API key; ask an admin to check it.")
             if reason:
@@ -126,21 +141,94 @@ async def events(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
             if len(buffer) > MAX_EVENT_BYTES:
                 raise BackendFailed("The model server sent an answer too large to take; ask for a smaller one.")
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
-        raise BackendFailed("The model server's answer broke off; please try again.") from None
+        raise AnswerBrokeOff("The model server's answer broke off; please try again.") from None
     line = buffer.decode("utf-8", "replace").strip()
     if line.startswith("data:"):
         yield line[5:].strip()
 
 
-async def connect(config: BackendConfig, kind: str) -> tuple[HostClient, dict[str, Any]]:
-    """A client for `config.base_url`, probed; with the served model's entry ({} when the server lists none that match)."""
-    if not config.base_url:
+class HostPool:
+    """Several servers of the same models: each request goes to the least busy healthy one, and moves on when refused.
+
+    One URL (a single server or a load balancer) is a pool of one. A host that is unreachable, busy
+    (429) or failing (5xx) rests for HOST_REST_S while others take its work; when every host is
+    resting, the one resting longest is tried anyway.
+    """
+
+    def __init__(self, clients: list[HostClient]) -> None:
+        self.clients = clients
+        self.host = ", ".join(client.host for client in clients)
+        self._resting_until = {client.host: 0.0 for client in clients}
+        self._open: dict[str, list[aiohttp.ClientResponse]] = {client.host: [] for client in clients}
+        self._sending = {client.host: 0 for client in clients}  # requests chosen for a host, not yet answered
+
+    def busy(self, host: str) -> int:
+        """Requests this host has been given and not finished answering."""
+        self._open[host] = [response for response in self._open[host] if not response.closed]
+        return len(self._open[host]) + self._sending[host]
+
+    def _order(self, avoid: str | None) -> list[HostClient]:
+        now = time.monotonic()
+        candidates = [client for client in self.clients if client.host != avoid] or self.clients
+        return sorted(candidates, key=lambda c: (self._resting_until[c.host] > now, self.busy(c.host), self._resting_until[c.host], random.random()))
+
+    async def probe(self) -> list[dict[str, Any]]:
+        """Every host's /models: the first answer's model list; hosts that do not answer start out resting."""
+        answers = await asyncio.gather(*(client.probe() for client in self.clients), return_exceptions=True)
+        listed = None
+        for client, answer in zip(self.clients, answers, strict=True):
+            if isinstance(answer, BaseException):
+                self._resting_until[client.host] = time.monotonic() + HOST_REST_S
+            elif listed is None:
+                listed = answer
+        if listed is None:
+            first = answers[0]
+            raise first if isinstance(first, BackendLoadError) else BackendLoadError(f"no model server answered ({self.host})")
+        return listed
+
+    async def post(self, path: str, body: dict[str, Any], avoid: str | None = None) -> aiohttp.ClientResponse:
+        """POST to the least busy healthy host, moving to the next when one cannot take it; `avoid` one host if others exist."""
+        order = self._order(avoid)
+        for index, client in enumerate(order):
+            last = index == len(order) - 1
+            self._sending[client.host] += 1
+            try:
+                response = await client.post(path, body, retries=RETRIES if last else 0)
+            except HostUnavailable:
+                self._resting_until[client.host] = time.monotonic() + HOST_REST_S
+                if last:
+                    raise
+                continue
+            finally:
+                self._sending[client.host] -= 1
+            self._open[client.host].append(response)
+            return response
+        raise BackendFailed()  # unreachable: the last host returns or raises
+
+    def host_of(self, response: aiohttp.ClientResponse) -> str | None:
+        """Which host sent this answer (to retry elsewhere when it broke off)."""
+        return next((host for host, responses in self._open.items() if response in responses), None)
+
+    def rest(self, host: str | None) -> None:
+        """Pass this host over for a while (its answer broke off)."""
+        if host is not None:
+            self._resting_until[host] = time.monotonic() + HOST_REST_S
+
+    async def close(self) -> None:
+        """Close every host's session."""
+        for client in self.clients:
+            await client.close()
+
+
+async def connect(config: BackendConfig, kind: str) -> tuple[HostPool, dict[str, Any]]:
+    """A pool over `config.base_url` (one or several), probed; with the served model's entry ({} when none match)."""
+    if not config.base_urls:
         raise BackendLoadError(f"type {config.type} needs base_url, e.g. http://gpu-host:8000/v1 (or backends.remote)")
     try:
         api_key = require_secret(config.api_key_env, f"backends.{kind}.api_key_env") if config.api_key_env else None
     except ConfigError as error:
         raise BackendLoadError(str(error)) from None
-    client = HostClient(config.base_url, api_key, config.timeout_s)
+    client = HostPool([HostClient(url, api_key, config.timeout_s) for url in config.base_urls])
     try:
         models = await client.probe()
         if not config.model:

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from bot.backends.media import ImageRequest, MusicRequest, Progress
-from bot.backends.remote import HostClient, connect, events, reported_failure
+from bot.backends.remote import AnswerBrokeOff, HostPool, connect, events, reported_failure
 from bot.config import BackendConfig
 from bot.errors import BackendFailed
 from bot.messages import Artifact
@@ -23,7 +23,7 @@ class RemoteGenerator:
 
     path = ""
 
-    def __init__(self, client: HostClient, model: str | None, served: dict[str, Any]) -> None:
+    def __init__(self, client: HostPool, model: str | None, served: dict[str, Any]) -> None:
         self.client, self.model = client, model
         self.name = str(served.get("id") or model or "remote")
         self.supports_variations = bool(served.get("supports_variations", False))
@@ -31,7 +31,16 @@ class RemoteGenerator:
     async def _generate(self, body: dict[str, Any], progress: Progress) -> list[Artifact]:
         if self.model:
             body["model"] = self.model
-        response = await self.client.post(self.path, {**body, "stream": True})
+        try:
+            return await self._follow(body, progress, avoid=None)
+        except AnswerBrokeOff as broke:
+            # The host died mid-run: once, elsewhere (the same host when it is the only one).
+            self.client.rest(broke.host)
+            return await self._follow(body, progress, avoid=broke.host)
+
+    async def _follow(self, body: dict[str, Any], progress: Progress, avoid: str | None) -> list[Artifact]:
+        response = await self.client.post(self.path, {**body, "stream": True}, avoid=avoid)
+        host = self.client.host_of(response)
         finished = False
         try:
             async for data in events(response):
@@ -48,6 +57,9 @@ class RemoteGenerator:
                     raise BackendFailed(reported_failure(event, "The model server failed while generating; please try again."))
             finished = True
             raise BackendFailed("The model server ended the stream without a result; please try again.")
+        except AnswerBrokeOff as broke:
+            broke.host = host
+            raise
         except (json.JSONDecodeError, KeyError, ValueError, TypeError, binascii.Error):
             raise BackendFailed("The model server sent something unreadable; ask an admin to check it.") from None
         finally:
