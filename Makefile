@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || { echo "setup: creating .venv"; $(PYTHON) -m venv $(VENV); }
 	@echo "setup: installing Atelier and its dependencies into .venv (a few minutes the first time)"
 	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet -e '.[dev]'
+	@$(PY) bot/install_progress.py -e '.[dev]'
 	@echo "setup: preparing the moderation model for serving (once)"
 	@$(PY) -m moderation export
 	@touch $(STAMP)
