@@ -59,8 +59,11 @@ def main(arguments: list[str]) -> int:
         log = Path(folder) / "pip.log"
         if total:
             print(bar(0, total, "resolving"), end="", flush=True)
-        # --log makes pip draw its own download bars even under --quiet; this bar replaces them.
-        install = subprocess.Popen([*pip, "install", "--quiet", "--progress-bar", "off", "--log", str(log), *arguments])
+        # --log makes pip draw its own bars and spinners on standard output even under --quiet; while
+        # this bar is drawn they go nowhere (pip's warnings and errors are on standard error).
+        quiet_output = subprocess.DEVNULL if total else None
+        install = subprocess.Popen([*pip, "install", "--quiet", "--progress-bar", "off", "--log", str(log), *arguments],
+                                   stdout=quiet_output)  # fmt: skip
         while install.poll() is None:
             time.sleep(REDRAW_S)
             if total:
