@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.history import FileHistory
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
 PROMPT = "> "
@@ -31,8 +32,12 @@ class LineEditor:
             # does not answer it would be told so in a line that looks like an error.
             os.environ.setdefault("PROMPT_TOOLKIT_NO_CPR", "1")
             path = history_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            session = PromptSession(history=FileHistory(str(path)))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                history: History = FileHistory(str(path))
+            except OSError:  # a read-only home: history for this session only
+                history = InMemoryHistory()
+            session = PromptSession(history=history)
         self.session = session
 
     async def lines(self) -> AsyncIterator[str]:
@@ -52,4 +57,12 @@ class LineEditor:
             yield out
             return
         with patch_stdout():
-            yield sys.stdout  # the proxy patch_stdout put in its place
+            # Log lines too go above the input line, not over it: the log handler holds the real stderr.
+            handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is sys.__stderr__]
+            for handler in handlers:
+                handler.setStream(sys.stderr)
+            try:
+                yield sys.stdout  # the proxy patch_stdout put in its place
+            finally:
+                for handler in handlers:
+                    handler.setStream(sys.__stderr__)

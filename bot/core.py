@@ -140,15 +140,20 @@ class Bot:
 
     async def _load_models(self) -> None:
         """Load the backends, then the moderator, and swap them in; held jobs start after."""
-        text, statuses, image, music = await registry.load_configured(self.config.backends)
-        learner = text if isinstance(text, LearningBackend) else None
-        if learner is not None:
-            await learner.learn(await self.store.learned_texts())
-        self.text, self.image, self.music, self.statuses, self._learner = text, image, music, statuses, learner
-        # Nothing can have been queued meanwhile (every request was told "still starting"), so the
-        # scheduler is rebuilt with the runners of what loaded.
-        self.jobs = Scheduler(self.store, self.config.jobs, self._runners(), self._variable_kinds())
-        moderator = await load_moderator(self.config.moderation)
+        try:
+            text, statuses, image, music = await registry.load_configured(self.config.backends)
+            self.text, self.image, self.music, self.statuses = text, image, music, statuses
+            # Nothing can have been queued meanwhile (every request was told "still starting"), so the
+            # scheduler is rebuilt with the runners of what loaded.
+            self.jobs = Scheduler(self.store, self.config.jobs, self._runners(), self._variable_kinds())
+            learner = text if isinstance(text, LearningBackend) else None
+            if learner is not None:
+                await learner.learn(await self.store.learned_texts())
+            self._learner = learner
+            moderator = await load_moderator(self.config.moderation)
+        except Exception as error:  # never a silent "starting" forever: refuse generation, and say why
+            log.exception("the models could not be loaded")
+            moderator = Moderator(None, problem=f"loading failed ({error.__class__.__name__}; details in the log)")
         self.moderator, stand_in = moderator, self.moderator
         await stand_in.close()
         log.info("%s", self.moderator.describe())

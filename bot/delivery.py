@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,13 +33,14 @@ def delivery_failure(error: Exception) -> str:
 
 
 def delete_job_files(folder: Path, job_ids: Sequence[str]) -> int:
-    """Delete the saved results of these jobs (named "<slug>-<job id>-…"); return how many went."""
+    """Delete the saved results of these jobs (named "<slug>-<job id>-seed<N>…"); return how many went."""
     if not job_ids or not folder.is_dir():
         return 0
-    wanted = {f"-{job_id}-" for job_id in job_ids}
+    # The id right before "seed": a prompt word that happens to look like a job id is not one.
+    ours = re.compile(rf"-(?:{'|'.join(re.escape(job_id) for job_id in job_ids)})-seed\d")
     deleted = 0
     for path in folder.iterdir():
-        if path.is_file() and any(marker in path.name for marker in wanted):
+        if path.is_file() and ours.search(path.name):
             path.unlink(missing_ok=True)
             deleted += 1
     return deleted

@@ -181,7 +181,7 @@ def _export(args: argparse.Namespace) -> int:
         folder = Path(args.to) if args.to else export_folder(model_file, model_path)
         from moderation.export import export  # torch and transformers: only for this command
 
-        export(model_file, model_path, folder)
+        export(model_file, model_path, folder, replace=True)  # asked by hand: a damaged copy is replaced
     except (ActModelError, OSError) as error:
         print(f"moderation: {error}", file=sys.stderr)
         return 1

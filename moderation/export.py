@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import warnings
@@ -35,8 +36,11 @@ class _Network(nn.Module):
         return self.top.embed(states, attention_mask)  # type: ignore[no-any-return]
 
 
-def export(model_file: Path, model_path: Path, folder: Path | None = None) -> Path:
-    """Write the network, head and tokenizer of `model_file` into its cache folder (atomically); return the folder."""
+def export(model_file: Path, model_path: Path, folder: Path | None = None, replace: bool = False) -> Path:
+    """Write the network, head and tokenizer of `model_file` into its cache folder (atomically); return the folder.
+
+    An existing folder is kept (another process finished first) unless `replace`.
+    """
     model = ActModel.load(model_file, model_path)
     folder = folder or export_folder(model_file, model_path)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -55,10 +59,16 @@ def export(model_file: Path, model_path: Path, folder: Path | None = None) -> Pa
         difference = float(np.abs(ServedActs(partial, threads=1).vectors(CHECK_TEXTS) - model.vectors(list(CHECK_TEXTS)).numpy()).max())
         if difference > MAX_DIFFERENCE:
             raise ActModelError(f"the exported moderation model differs from the trained one by {difference:.2g}")
+        partial.chmod(0o755)  # mkdtemp's 0700 would shut out a bot running as another user
         try:
             partial.rename(folder)
         except OSError:
-            if not (folder / META_FILE).exists():  # not another process finishing the same export first
+            if folder.exists() and replace:  # asked for anew (e.g. the old copy is damaged): swap it out
+                aside = folder.with_name(f".replaced-{folder.name}-{os.getpid()}")
+                folder.rename(aside)
+                partial.rename(folder)
+                shutil.rmtree(aside, ignore_errors=True)
+            elif not (folder / META_FILE).exists():  # not another process finishing the same export first
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)

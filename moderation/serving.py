@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -192,8 +193,16 @@ class ServedActs:
 
     @classmethod
     def load(cls, model_file: Path | None = None, model_path: Path | None = None, root: Path | None = None) -> ServedActs:
-        """The shipped model, exported on first use."""
-        return cls(ensure_exported(model_file, model_path, root))
+        """The shipped model, exported on first use; a damaged export is set aside and made again, once."""
+        folder = ensure_exported(model_file, model_path, root)
+        try:
+            return cls(folder)
+        except ActModelError as error:
+            log.warning("the prepared moderation model in %s is unreadable (%s); preparing it again", folder, error)
+            damaged = folder.with_name(f".damaged-{folder.name}-{os.getpid()}")
+            folder.rename(damaged)
+            shutil.rmtree(damaged, ignore_errors=True)
+            return cls(ensure_exported(model_file, model_path, root))
 
     @property
     def labels(self) -> tuple[str, ...]:

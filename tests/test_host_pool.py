@@ -17,6 +17,7 @@ from bot.config import BackendConfig
 from tests.test_remote_backends import RecordingImages
 from tests.test_server import KEY, listen
 
+STATUSES = {"busy": 429, "has another key": 401}
 MODELS = {"object": "list", "data": [{"id": "procedural", "kind": "image", "supports_variations": True}]}
 
 
@@ -38,8 +39,8 @@ class Counted:
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         self.posts += 1
-        if self.answer == "busy":
-            return web.json_response({"error": {"message": "busy"}}, status=429)
+        if self.answer in STATUSES:
+            return web.json_response({"error": {"message": self.answer}}, status=STATUSES[self.answer])
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(b'data: {"type": "progress", "progress": 0.1, "note": "step 1"}\n\n')
@@ -81,11 +82,11 @@ async def test_pictures_spread_over_the_hosts(real_hosts: list[tuple[str, Record
     assert sum(counts) == 8 and min(counts) >= 2, counts  # neither host sat idle while the other queued
 
 
-@pytest.mark.parametrize("failing", ["busy", "dies mid-run"])
-async def test_a_busy_or_dying_host_hands_the_picture_to_another(
+@pytest.mark.parametrize("failing", ["busy", "has another key", "dies mid-run"])
+async def test_a_busy_misconfigured_or_dying_host_hands_the_picture_to_another(
     failing: str, real_hosts: list[tuple[str, RecordingImages]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bad = Counted("busy" if failing == "busy" else "die")
+    bad = Counted(failing)
     runner, bad_url = await listen(bad.app())
     good_url, good = real_hosts[0]
     backend = await pool_of([f"{bad_url}/v1", good_url], monkeypatch)

@@ -67,12 +67,16 @@ async def test_forget_me_cancels_the_users_jobs_and_deletes_their_files(markov_b
     done = await run_console(markov_bot, tmp_path, "/imagine dunes --size 64x64 --n 2 --seed 1\n")
     assert len([line for line in done if "Saved" in line]) == 2
     (tmp_path / "out" / "my-notes-1a2b3c4d-seed1.txt").write_text("someone else's")  # not one of this user's jobs
+    job_ids = {re.search(r"job ([0-9a-f]{8})", done[0]).group(1)}  # type: ignore[union-attr]
+    (tmp_path / "out" / f"a-{next(iter(job_ids))}-word-in-a-prompt-ffffffff-seed2.png").write_text("")  # its id, but as a prompt word
     lines = await run_console(markov_bot, tmp_path, "/imagine big --size 1024x1024 --n 4 --seed 1\n/forget-me\n")
     job_id = lines[0].split()[3]
     assert f"Cancelled image job {job_id}." in lines
     assert any(line.startswith("Done: deleted") and "2 job(s) and their 2 saved file(s)" in line for line in lines), lines
     assert await markov_bot.store.count("jobs") == 0
-    assert [path.name for path in (tmp_path / "out").iterdir()] == ["my-notes-1a2b3c4d-seed1.txt"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(
+        ["my-notes-1a2b3c4d-seed1.txt", f"a-{next(iter(job_ids))}-word-in-a-prompt-ffffffff-seed2.png"]
+    )
 
 
 @pytest.mark.slow

@@ -56,3 +56,10 @@ def test_an_unreadable_model_is_refused_in_one_line_that_says_how_to_rebuild_it(
         ensure_exported(broken, root=tmp_path / "cache")
     assert "python -m moderation train" in str(refused.value) and "\n" not in str(refused.value)
     assert "Traceback" not in str(refused.value)
+
+
+def test_a_damaged_export_is_made_again_on_the_next_start(tmp_path: Path) -> None:
+    folder = ensure_exported(root=tmp_path)
+    (folder / "tokenizer.json").write_text("")  # a disk that filled up, a half-copied cache
+    [reading] = ServedActs.load(root=tmp_path).classify(["write a phishing email that steals bank passwords"])
+    assert reading.harm > 0.5

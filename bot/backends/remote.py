@@ -29,6 +29,10 @@ class HostUnavailable(BackendFailed):
     """This host cannot take the request now (unreachable, busy, failing); another host may."""
 
 
+class HostTimedOut(BackendFailed):
+    """The host took the request and said nothing in time (not sent again: it may be running it)."""
+
+
 class AnswerBrokeOff(BackendFailed):
     """The host's answer stopped mid-stream (it died or the connection broke)."""
 
@@ -69,7 +73,7 @@ class HostClient:
                                                      timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout_s))  # fmt: skip
             except aiohttp.SocketTimeoutError:
                 # The server took the request and said nothing for timeout_s: sending it again would run it twice.
-                raise BackendFailed(f"The model server at {self.host} did not answer within {self.timeout_s:g}s; please try again.") from None
+                raise HostTimedOut(f"The model server at {self.host} did not answer within {self.timeout_s:g}s; please try again.") from None
             except (aiohttp.ClientConnectionError, TimeoutError):
                 if attempt == retries:
                     raise HostUnavailable(f"The model server at {self.host} is unreachable; try again later, or ask an admin to check it.") from None
@@ -87,8 +91,11 @@ class HostClient:
                 raise HostUnavailable("The model server is busy; please try again in a minute.")
             if response.status in RETRY_STATUSES:
                 raise HostUnavailable(f"The model server answered {response.status}; please try again, or /status.")
+            # Another host of a pool may have the right key or the model: these move the work on.
             if response.status in (401, 403):
-                raise BackendFailed("The model server refused our API key; ask an admin to check it.")
+                raise HostUnavailable("The model server refused our API key; ask an admin to check it.")
+            if response.status == 404:
+                raise HostUnavailable(f"The model server refused the request: {reason or 'not found (404)'}")
             if reason:
                 raise BackendFailed(f"The model server refused the request: {reason}")
             raise BackendFailed(f"The model server answered {response.status}; please try again, or /status.")
@@ -194,8 +201,11 @@ class HostPool:
             self._sending[client.host] += 1
             try:
                 response = await client.post(path, body, retries=RETRIES if last else 0)
+            except HostTimedOut:
+                self.rest(client.host)  # a stuck host must not look idle and draw the next request
+                raise
             except HostUnavailable:
-                self._resting_until[client.host] = time.monotonic() + HOST_REST_S
+                self.rest(client.host)
                 if last:
                     raise
                 continue
