@@ -7,7 +7,6 @@ in a folder instead, to carry to a machine without network and name in `model:`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +45,14 @@ class ConfiguredModel:
 
 def human_size(size: int) -> str:
     """1234567 → "1.2 MB"."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000  # type: ignore[assignment]
-    return f"{size} B"
+    if size < 1000:
+        return f"{size} B"
+    scaled = size / 1000
+    for unit in ("kB", "MB"):
+        if scaled < 1000:
+            return f"{scaled:.1f} {unit}"
+        scaled /= 1000
+    return f"{scaled:.1f} GB"
 
 
 def _chain(backend: BackendConfig | None) -> Iterator[BackendConfig]:
@@ -135,10 +137,3 @@ def download(config: Config, what: str, to: Path | None = None) -> list[str]:
         where = f"; set `model: {folder}` for the {model.kind} backend there" if to is not None else ""
         done.append(f"{model.kind}: {model.model} ready in {folder} ({size}){where}")
     return done
-
-
-def cache_dir() -> str:
-    """The hub cache the backends read (HF_HOME / HF_HUB_CACHE respected)."""
-    from huggingface_hub import constants
-
-    return str(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)

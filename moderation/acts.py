@@ -67,7 +67,6 @@ class Encoder:
         self.dim = int(bert.config.hidden_size)
         self.name = model_path.name if model_path.name != "model" else model_path.parent.name
         self.fingerprint = encoder_fingerprint(model_path)
-        self.path = model_path
         self.lock = threading.Lock()
 
     def lower_states(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,10 +161,7 @@ class ActModel:
 
     def add_examples(self, examples: Mapping[str, Sequence[str]]) -> None:
         """Admin examples {act: [texts]} (already masked): a request close to one takes its act, no retraining."""
-        pairs = [(label, text) for label, texts in examples.items() for text in texts if text.strip()]
-        if pairs:
-            texts = [text for _, text in pairs]
-            self.admin = AdminExamples(tuple(label for label, _ in pairs), tuple(texts), self.vectors(texts).numpy())
+        self.admin = AdminExamples.of(examples, lambda texts: self.vectors(texts).numpy(), self.admin)
 
     def classify(self, masked_texts: Sequence[str]) -> list[Reading]:
         """A reading per (normalised, masked) text; runs on the calling thread."""

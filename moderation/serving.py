@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +151,15 @@ class AdminExamples:
     texts: tuple[str, ...] = ()
     vectors: np.ndarray | None = None
 
+    @classmethod
+    def of(cls, examples: Mapping[str, Sequence[str]], vectorise: Callable[[list[str]], np.ndarray], current: AdminExamples) -> AdminExamples:
+        """The examples {act: [texts]} (blank ones dropped) with their vectors in the tuned space; `current` when none."""
+        pairs = [(label, text) for label, texts in examples.items() for text in texts if text.strip()]
+        if not pairs:
+            return current
+        texts = [text for _, text in pairs]
+        return cls(tuple(label for label, _ in pairs), tuple(texts), vectorise(texts))
+
     def nearest(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(index, cosine) of each vector's nearest admin example, or None without any."""
         if self.vectors is None or not len(self.vectors):
@@ -235,10 +244,7 @@ class ServedActs:
 
     def add_examples(self, examples: Mapping[str, Sequence[str]]) -> None:
         """Admin examples {act: [texts]} (already masked): a request close to one takes its act, no retraining."""
-        pairs = [(label, text) for label, texts in examples.items() for text in texts if text.strip()]
-        if pairs:
-            texts = [text for _, text in pairs]
-            self.admin = AdminExamples(tuple(label for label, _ in pairs), tuple(texts), self.vectors(texts))
+        self.admin = AdminExamples.of(examples, self.vectors, self.admin)
 
     def classify(self, masked_texts: Sequence[str]) -> list[Reading]:
         """A reading per (normalised, masked) text; runs on the calling thread."""
