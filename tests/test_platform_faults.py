@@ -55,7 +55,7 @@ async def test_a_retry_of_an_event_answered_before_a_restart_is_not_answered_aga
 async def test_an_event_whose_process_died_before_answering_is_answered_on_retry(
     config: Config, act_model: ServedActs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot import store_records as store_module
+    from bot.store import records as store_module
 
     monkeypatch.setattr(store_module, "STALE_CLAIM_S", 0.2)
     backend = QueuedTextBackend()

@@ -18,7 +18,7 @@ from bot.backends import registry
 from bot.config import Config
 from bot.core import Bot
 from bot.store import ConversationStore
-from bot.store_health import StoreRefused
+from bot.store.health import StoreRefused
 from moderation import Moderator
 from tests.fakes import QueuedTextBackend
 from tests.test_cli import run_bot
@@ -134,7 +134,7 @@ async def bot_on(config: Config, moderator: Moderator) -> AsyncIterator[tuple[Bo
 async def test_a_read_only_store_is_named_once_and_recovers_by_itself(
     config: Config, moderator: Moderator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot import store as store_module
+    from bot.store import sqlite as store_module
 
     db = Path(config.bot.db)
     await filled_store(db, turns=1)
@@ -166,19 +166,21 @@ async def test_a_read_only_store_is_named_once_and_recovers_by_itself(
 async def test_a_full_disk_is_named_once_and_recovers_by_itself(
     bot_on: tuple[Bot, MemoryAdapter], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot import store as store_module
+    from bot.store import sqlite as store_module
 
     monkeypatch.setattr(store_module, "RECOVERY_QUIET_S", 0.5)
     bot, chat = bot_on
+    engine = bot.store.engine
+    assert isinstance(engine, store_module.SqliteEngine)
     assert await chat.say("first") == ["echo: first"]
-    pages = await bot.store._run(lambda: bot.store.db.execute("PRAGMA page_count").fetchone()[0])
+    pages = await engine.call(lambda: engine.db.execute("PRAGMA page_count").fetchone()[0])
     # SQLite's own size cap fails a write exactly as a full disk does (SQLITE_FULL).
-    await bot.store._run(lambda: bot.store.db.execute(f"PRAGMA max_page_count = {pages}"))
+    await engine.call(lambda: engine.db.execute(f"PRAGMA max_page_count = {pages}"))
     with caplog.at_level(logging.WARNING, logger="bot.store"):
         answers = [await chat.say("a long message " * 250) for _ in range(6)]
         assert ["I can't save anything right now: the bot's disk is full. An admin has been told; please try again later."] in answers
         assert "disk holding" in "\n".join(await chat.say("/status"))
-        await bot.store._run(lambda: bot.store.db.execute("PRAGMA max_page_count = 1073741823"))
+        await engine.call(lambda: engine.db.execute("PRAGMA max_page_count = 1073741823"))
         await asyncio.sleep(0.6)
         assert await chat.say("after") == ["echo: after"]
     assert len([r for r in caplog.records if "store problem" in r.getMessage()]) == 1

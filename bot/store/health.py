@@ -1,4 +1,4 @@
-"""The SQLite store's safety: one owning process, a check at start, plain names for disk faults, backup and restore."""
+"""The store's safety: one owning process, a check at start, plain names for disk faults, backup and restore."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import BotError
-from bot.migrations import MIGRATIONS
+from bot.store.schema import MIGRATIONS
 
 RESTORE_HINT = "restore a backup with `python -m bot restore BACKUP_FILE`, or move the file away to start an empty store"
 
@@ -49,6 +49,14 @@ PROBLEMS = (
                  "I can't use the bot's store right now: it is damaged. An admin has been told.",
                  "the store {path} is damaged; stop the bot and " + RESTORE_HINT),
 )  # fmt: skip
+
+
+# A PostgreSQL store that cannot be reached (server down, network, pool exhausted) clears by itself too.
+UNREACHABLE = StoreProblem(
+    "unreachable", (),
+    "I can't save anything right now: the bot's database is unreachable. An admin has been told; please try again later.",
+    "the PostgreSQL store {path} is unreachable; check the server and the network; the bot recovers by itself",
+)
 
 
 def classify(error: sqlite3.Error) -> StoreProblem | None:
