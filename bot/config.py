@@ -164,6 +164,8 @@ class JobsSection(Strict):
     queue_limit: int = Field(default=100, ge=1, le=100_000)
     image: QueueSection = QueueSection()
     music: QueueSection = QueueSection()
+    # PostgreSQL store only: how long a process may be silent before another takes over its running jobs.
+    takeover_after_s: float = Field(default=30.0, ge=1.0, le=3600.0)
 
 
 class CooldownSection(Strict):

@@ -36,7 +36,7 @@ from bot.errors import (
     RequestRefused,
     StillStarting,
 )
-from bot.jobs import Job, Runner, Scheduler
+from bot.jobs import Job, Runner, scheduler_for
 from bot.messages import Artifact, ConversationKey, Message
 from bot.recent import RecentRequests
 from bot.store import ConversationStore, StoredTurn
@@ -98,7 +98,7 @@ class Bot:
         self.moderator = moderator
         self.enforcement = Enforcement(store, config.moderation)
         self.recent = RecentRequests(config.moderation.context_turns)
-        self.jobs = Scheduler(store, config.jobs, self._runners(), self._variable_kinds())
+        self.jobs = scheduler_for(store, config.jobs, self._runners(), self._variable_kinds())
         # How to reach a conversation of each platform (set by adapters through `attach`), for resumed jobs.
         self._reply_factories: dict[str, Callable[[Job], Reply | None]] = {}
         self._jobs_started = False
@@ -145,7 +145,7 @@ class Bot:
             self.text, self.image, self.music, self.statuses = text, image, music, statuses
             # Nothing can have been queued meanwhile (every request was told "still starting"), so the
             # scheduler is rebuilt with the runners of what loaded.
-            self.jobs = Scheduler(self.store, self.config.jobs, self._runners(), self._variable_kinds())
+            self.jobs = scheduler_for(self.store, self.config.jobs, self._runners(), self._variable_kinds())
             learner = text if isinstance(text, LearningBackend) else None
             if learner is not None:
                 await learner.learn(await self.store.learned_texts())

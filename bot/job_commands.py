@@ -115,7 +115,7 @@ async def _vary(bot: Bot, message: Message, reply: Reply, args: str) -> None:
 
 @command("queue", "/queue", "list your queued and running jobs")
 async def _queue(bot: Bot, message: Message, reply: Reply, args: str) -> None:
-    jobs = bot.jobs.jobs_of(message.user_key)
+    jobs = await bot.jobs.jobs_of(message.user_key)
     if not jobs:
         await reply.send("You have no queued or running jobs.")
         return
@@ -124,7 +124,7 @@ async def _queue(bot: Bot, message: Message, reply: Reply, args: str) -> None:
         if job.status == "running":
             state = f"running, {round(job.progress * 100)}%" + (f" ({job.note})" if job.note else "")
         else:
-            state = f"queued, position {bot.jobs.position(job)}"
+            state = f"queued, position {await bot.jobs.position(job)}"
         lines.append(f"{job.id} {job.kind} '{job.summary}': {state}")
     await reply.send("\n".join(lines))
 
@@ -133,7 +133,7 @@ async def _queue(bot: Bot, message: Message, reply: Reply, args: str) -> None:
 async def _cancel(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     if len(args.split()) > 1:
         raise UserInputError("Give one job id, e.g. /cancel 1a2b3c4d; /queue lists yours.")
-    found = bot.jobs.get(args) if args else None
+    found = await bot.jobs.get(args) if args else None
     admin = found is not None and _admin_over(message, found.conversation)
     job = await bot.jobs.cancel(args or None, message.user_key, admin)
     # Always answered: a slash command waits for a reply. The job's own conversation also hears "Cancelled …".

@@ -119,7 +119,7 @@ async def test_positions_count_fairly_and_are_shown_at_once(store: ConversationS
     a1 = await submit(jobs, "a")
     await asyncio.sleep(0.01)  # a1 is now running
     a2, a3, b1 = await submit(jobs, "a"), await submit(jobs, "a"), await submit(jobs, "b")
-    assert [jobs.position(j) for j in (a1, a2, a3, b1)] == [0, 1, 3, 2]
+    assert [await jobs.position(j) for j in (a1, a2, a3, b1)] == [0, 1, 3, 2]
     runners.gate.set()
     await jobs.drain()
     await jobs.stop()
@@ -310,7 +310,7 @@ async def test_a_failing_status_write_does_not_strand_the_job(store: Conversatio
     await jobs.stop()
     await flaky.close()
     assert [e.kind for e in reply.events][-1] == "attach"
-    assert jobs.jobs_of() == []
+    assert await jobs.jobs_of() == []
 
 
 async def test_progress_never_arrives_after_the_result(store: ConversationStore) -> None:

@@ -49,18 +49,23 @@ class PostgresEngine:
     def __init__(self, url: str, password: str | None = None) -> None:
         self.url = url
         self.problem: StoreProblem | None = None
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if password:
-            kwargs["password"] = password
+        kwargs: dict[str, Any] = {"password": password} if password else {}
+        # Autocommit is set per connection rather than in kwargs: the job queue opens its own listening
+        # connection from these kwargs and names autocommit itself.
         self._pool = psycopg_pool.AsyncConnectionPool(
             url, kwargs=kwargs, min_size=1, max_size=POOL_SIZE, open=False, timeout=CONNECT_TIMEOUT_S,
-            name="atelier-store",
+            name="atelier-store", configure=_autocommit,
         )
 
     @property
     def where(self) -> str:
         """The server and database, without the password."""
         return describe(self.url)
+
+    @property
+    def pool(self) -> psycopg_pool.AsyncConnectionPool[Any]:
+        """The connection pool, which the job queue shares."""
+        return self._pool
 
     @classmethod
     async def open(cls, url: str, password: str | None = None) -> PostgresEngine:
@@ -128,6 +133,11 @@ class PostgresEngine:
             announce(self, None)
 
 
+async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
+    """A statement on its own commits at once; transactions say so themselves."""
+    await conn.set_autocommit(True)
+
+
 class _Session:
     """Statements on one pooled connection."""
 
@@ -163,4 +173,8 @@ async def _migrate(conn: psycopg.AsyncConnection[Any]) -> None:
     for number, migration in pending(version):
         for statement in migration.sql("postgresql"):
             await conn.execute(statement)
+        if migration.job_queue:
+            from procrastinate.schema import SchemaManager
+
+            await conn.execute(SchemaManager.get_schema())
         await conn.execute("UPDATE atelier_schema SET version = %s", [number])

@@ -20,6 +20,8 @@ class Migration:
 
     why: str
     statements: tuple[str, ...]
+    # PostgreSQL only: also install the job-queue library's own tables (procrastinate's schema).
+    job_queue: bool = False
 
     def sql(self, dialect: Dialect) -> list[str]:
         """The statements in a dialect's spelling."""
@@ -74,6 +76,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (platform, event_id))""",
         "CREATE INDEX answered_events_at ON answered_events(at)",
     )),
+    Migration("jobs shared by several processes: their place in the job queue, and progress any process can show", (
+        "ALTER TABLE jobs ADD COLUMN queue_id BIGINT",
+        "ALTER TABLE jobs ADD COLUMN progress {real} NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN note TEXT",
+    ), job_queue=True),
 )  # fmt: skip
 
 # Every table, parents before children: the order a copy between stores writes them in.
