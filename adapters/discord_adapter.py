@@ -11,6 +11,8 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import discord
+import yarl
+from discord.gateway import DiscordWebSocket
 
 from adapters.base import finish_in_flight
 from adapters.connect import keep_trying, network_fault
@@ -30,7 +32,7 @@ from adapters.discord_reply import (
     InteractionReply,
     JobButton,
 )
-from bot.config import DiscordSection
+from bot.config import DiscordSection, ShardsSection
 from bot.enforcement import ModerationEvent, format_event
 from bot.messages import ConversationKey
 
@@ -52,23 +54,48 @@ async def _fetch(channel: discord.abc.Messageable, message_id: int) -> discord.M
         return None
 
 
-class AtelierClient(discord.Client):
-    """discord.Client that registers the slash commands and job buttons, and hands button presses on."""
+class _Atelier:
+    """What Atelier adds to a discord.py client: slash commands and job buttons, handed on to the adapter."""
 
-    def __init__(self, adapter: DiscordAdapter, intents: discord.Intents) -> None:
-        super().__init__(intents=intents)
-        self.adapter = adapter
-        self.tree = build_tree(self, adapter.answer_command)
+    adapter: DiscordAdapter
+    tree: discord.app_commands.CommandTree[Any]
 
     async def setup_hook(self) -> None:
         """After login, before the gateway: buttons survive restarts; commands are synced once."""
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(JobButton)  # type: ignore[attr-defined]
         await sync_commands(self.tree, self.adapter.settings.guilds)
         await self.adapter.on_login()
 
     async def on_job_button(self, interaction: discord.Interaction[Any], command: str) -> None:
         """A re-roll, variations or cancel button was pressed."""
         await self.adapter.answer_button(interaction, command)
+
+
+class AtelierClient(_Atelier, discord.Client):
+    """One gateway connection: every server the bot is in (Discord allows up to 2,500)."""
+
+    def __init__(self, adapter: DiscordAdapter, intents: discord.Intents) -> None:
+        super().__init__(intents=intents)
+        self.adapter = adapter
+        self.tree = build_tree(self, adapter.answer_command)
+
+
+class AtelierShardedClient(_Atelier, discord.AutoShardedClient):
+    """Several gateway connections (shards), each serving the servers Discord assigns it."""
+
+    def __init__(self, adapter: DiscordAdapter, intents: discord.Intents, shards: ShardsSection) -> None:
+        count = None if shards.count == "auto" else shards.count
+        super().__init__(intents=intents, shard_count=count, shard_ids=shards.ids or None)
+        self.adapter = adapter
+        self.tree = build_tree(self, adapter.answer_command)
+
+
+def point_at(api_base_url: str | None, gateway_url: str | None) -> None:
+    """Send discord.py's REST and gateway traffic elsewhere (a proxy shared by processes, a test double)."""
+    if api_base_url:
+        discord.http.Route.BASE = api_base_url.rstrip("/")  # type: ignore[misc]
+    if gateway_url:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
 def discord_fault(error: BaseException) -> str | None:
@@ -91,7 +118,10 @@ class DiscordAdapter:
         self.edit_interval = edit_interval
         intents = discord.Intents.default()
         intents.message_content = True  # the bot reads what it is asked
-        self.client = AtelierClient(self, intents)
+        point_at(settings.api_base_url, settings.gateway_url)
+        self.client: discord.Client = (
+            AtelierClient(self, intents) if settings.shards is None else AtelierShardedClient(self, intents, settings.shards)
+        )
         self.roots: dict[int, int] = {}  # message id → first message of its reply chain
         self.bot_threads: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()

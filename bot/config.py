@@ -68,6 +68,30 @@ class AccessList(Strict):
     users: list[str] = []
 
 
+class ShardsSection(Strict):
+    """Which of the bot's gateway shards this process connects (Discord requires shards past 2,500 servers)."""
+
+    # "auto": as many as Discord recommends, all in this process; a number: that many in all.
+    count: Literal["auto"] | int = Field(default="auto")
+    # This process's shards; empty = all of them (several processes each name their own).
+    ids: list[int] = []
+
+    @model_validator(mode="after")
+    def _ids_within_count(self) -> ShardsSection:
+        if self.count == "auto":
+            if self.ids:
+                raise ValueError("ids need a fixed count (count: auto puts every shard in this process)")
+            return self
+        if not 1 <= self.count <= 10_000:
+            raise ValueError("count is 1 to 10000 (Discord's own recommendation: count: auto)")
+        wrong = sorted({shard for shard in self.ids if not 0 <= shard < self.count})
+        if wrong:
+            raise ValueError(f"shard ids {wrong} are outside 0..{self.count - 1}; ids count from 0 below shards.count")
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError("a shard id is listed twice")
+        return self
+
+
 class DiscordSection(Strict):
     """The Discord adapter."""
 
@@ -78,6 +102,12 @@ class DiscordSection(Strict):
     allow: AccessList = AccessList()
     deny: AccessList = AccessList()
     log_channel: str | None = None
+    # null: one gateway connection; {count: auto}: as many as Discord recommends, all in this process;
+    # {count: N, ids: [...]}: N in all, with this process connecting the ids listed.
+    shards: ShardsSection | None = None
+    # null = Discord's own; another for a REST proxy that several processes share, or a test double.
+    api_base_url: str | None = None
+    gateway_url: str | None = None
 
 
 class SlackSection(Strict):

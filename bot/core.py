@@ -363,7 +363,7 @@ class Bot:
         `store_allowed=False` records only a refusal (a streamed answer's interim checks).
         """
         if kind != "output":
-            self.enforcement.check_cooldown(message.user_key)
+            await self.enforcement.check_cooldown(message.user_key)
         if self.moderator.enabled and not self.moderator.available:
             raise ModerationUnavailable(STILL_STARTING if self.moderator.starting else None)
         verdict = await self.moderator.check(

@@ -104,8 +104,14 @@ class Enforcement:
         """Pick up cooldowns that were running when the process stopped."""
         self._cooldowns = await self.store.active_cooldowns()
 
-    def check_cooldown(self, user_key: str) -> None:
+    async def check_cooldown(self, user_key: str) -> None:
         """Raise CoolingDown while the user's generation is paused."""
+        if self.store.engine.shared:  # another process may have paused (or forgiven) this user
+            shared = await self.store.cooldown_until(user_key)
+            if shared is None:
+                self._cooldowns.pop(user_key, None)
+            else:
+                self._cooldowns[user_key] = shared
         until = self._cooldowns.get(user_key)
         if until is None:
             return

@@ -21,8 +21,18 @@ def user(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
     return {"id": str(user_id), "username": name, "discriminator": "0", "avatar": None, "global_name": name.title(), "bot": bot}
 
 
-def guild_payload() -> dict[str, Any]:
-    """A GUILD_CREATE payload: one text channel, one NSFW channel, one thread the bot opened."""
+# A second server whose id puts it on shard 1 of 2 (shard = (guild id >> 22) % shard count); the first is on shard 0.
+SECOND_GUILD_ID = 1 << 22
+SECOND_CHANNEL_ID = SECOND_GUILD_ID + 200
+
+
+def guild_payload(guild_id: int = GUILD_ID, channel_id: int = CHANNEL_ID) -> dict[str, Any]:
+    """A GUILD_CREATE payload: one text channel, one NSFW channel, one thread the bot opened (the first server's ids by default)."""
+    if guild_id != GUILD_ID:
+        return {**guild_payload(), "id": str(guild_id), "name": "Second Guild", "threads": [], "roles": [
+            {**role, "id": str(guild_id) if role["id"] == str(GUILD_ID) else role["id"]} for role in guild_payload()["roles"]],
+            "channels": [{"id": str(channel_id), "type": 0, "name": "general", "position": 0, "nsfw": False,
+                          "guild_id": str(guild_id)}]}  # fmt: skip
     everyone = {"id": str(GUILD_ID), "name": "@everyone", "permissions": "0", "position": 0, "color": 0,
                 "hoist": False, "managed": False, "mentionable": False}  # fmt: skip
     admin = {**everyone, "id": str(ADMIN_ROLE), "name": "admins", "permissions": str(1 << 5), "position": 1}
@@ -49,6 +59,7 @@ def message_payload(
     mentions: list[dict[str, Any]] | None = None,
     reply_to: dict[str, Any] | None = None,
     roles: list[int] | None = None,
+    guild_id: int = GUILD_ID,
 ) -> dict[str, Any]:
     """A MESSAGE_CREATE payload."""
     data: dict[str, Any] = {
@@ -57,7 +68,7 @@ def message_payload(
         "mentions": mentions or [], "mention_roles": [], "attachments": [], "embeds": [], "pinned": False, "type": 0,
     }  # fmt: skip
     if guild:
-        data["guild_id"] = str(GUILD_ID)
+        data["guild_id"] = str(guild_id)
         data["member"] = {"flags": 0, "roles": [str(r) for r in roles or []], "joined_at": STAMP, "deaf": False, "mute": False}
     if reply_to is not None:
         data["type"] = 19

@@ -38,8 +38,11 @@ class Call:
 class FakeDiscord(LoopbackServer):
     """REST under /api/v10 and a gateway at /gateway, speaking just enough of Discord's protocol."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, guilds: list[dict[str, Any]] | None = None, recommended_shards: int = 1) -> None:
         super().__init__(port)
+        self.guilds = guilds or [guild_payload()]
+        self.recommended_shards = recommended_shards
+        self.shards: dict[web.WebSocketResponse, tuple[int, int]] = {}  # each connection's [shard id, shard count]
         self.calls: list[Call] = []
         self.messages: dict[int, dict[str, Any]] = {}
         self.identified = asyncio.Event()
@@ -78,8 +81,16 @@ class FakeDiscord(LoopbackServer):
         if event == "MESSAGE_CREATE":
             self.posted_by_users[int(data["id"])] = data
         payload = {"op": 0, "t": event, "s": next(self._seq), "d": data}
-        for socket in self.sockets:
+        for socket in self._sockets_for(data.get("guild_id")):
             await socket.send_str(json.dumps(payload))
+
+    def _sockets_for(self, guild_id: str | None) -> list[web.WebSocketResponse]:
+        """The connections Discord would send a server's events on: its shard's (DMs go to shard 0)."""
+        def serves(socket: web.WebSocketResponse) -> bool:
+            shard, count = self.shards.get(socket, (0, 1))
+            return (int(guild_id) >> 22) % count == shard if guild_id else shard == 0
+
+        return [socket for socket in self.sockets if serves(socket)]
 
     async def interact(self, data: dict[str, Any]) -> None:
         """Send an INTERACTION_CREATE (remembering where its follow-ups belong)."""
@@ -105,6 +116,7 @@ class FakeDiscord(LoopbackServer):
                     await socket.send_str(json.dumps({"op": 11}))
                 elif message["op"] == 2:
                     self.identify_count += 1
+                    self.shards[socket] = tuple(message["d"].get("shard") or (0, 1))  # type: ignore[assignment]
                     self.identified.set()
                     await self._ready(socket)
                 elif message["op"] == 6:
@@ -112,16 +124,20 @@ class FakeDiscord(LoopbackServer):
                     await socket.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": next(self._seq), "d": {}}))
         finally:
             self.sockets.remove(socket)
+            self.shards.pop(socket, None)
         return socket
 
     async def _ready(self, socket: web.WebSocketResponse) -> None:
+        shard, count = self.shards.get(socket, (0, 1))
+        mine = [guild for guild in self.guilds if (int(guild["id"]) >> 22) % count == shard]
         ready = {
-            "v": 10, "user": user(BOT_ID, "atelier", bot=True), "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
-            "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
+            "v": 10, "user": user(BOT_ID, "atelier", bot=True), "guilds": [{"id": g["id"], "unavailable": True} for g in mine],
+            "session_id": f"fake-session-{shard}", "resume_gateway_url": self.gateway_url, "shard": [shard, count],
             "application": {"id": str(APPLICATION_ID), "flags": 0},
         }  # fmt: skip
         await socket.send_str(json.dumps({"op": 0, "t": "READY", "s": next(self._seq), "d": ready}))
-        await socket.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": guild_payload()}))
+        for guild in mine:
+            await socket.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": guild}))
         self.ready.set()
 
     # --- REST ----------------------------------------------------------------------------
@@ -138,6 +154,9 @@ class FakeDiscord(LoopbackServer):
             payload = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
             return _json(payload, status=429, headers=headers)
         parts = path.strip("/").split("/")
+        if route == "GET /gateway/bot":
+            limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+            return _json({"url": self.gateway_url, "shards": self.recommended_shards, "session_start_limit": limit})
         if route == "GET /users/@me":
             return _json(user(BOT_ID, "atelier", bot=True))
         if route == "GET /oauth2/applications/@me":
@@ -168,7 +187,7 @@ class FakeDiscord(LoopbackServer):
             message_id = next(self._ids)
             reference = content.get("message_reference")
             self.messages[message_id] = {
-                "id": str(message_id), "channel_id": str(channel_id), "guild_id": str(GUILD_ID),
+                "id": str(message_id), "channel_id": str(channel_id), "guild_id": self._guild_of(channel_id),
                 "author": user(BOT_ID, "atelier", bot=True), "content": content.get("content") or "",
                 "timestamp": "2026-11-26T12:00:00+00:00", "edited_timestamp": None, "tts": False,
                 "mention_everyone": False, "mentions": [], "mention_roles": [], "embeds": [], "pinned": False, "type": 0,
@@ -191,6 +210,10 @@ class FakeDiscord(LoopbackServer):
             self.messages.pop(int(rest[0]), None)
             return web.Response(status=204)
         return _json({"message": "unsupported", "code": 0}, status=404)
+
+    def _guild_of(self, channel_id: int) -> str:
+        return next((guild["id"] for guild in self.guilds if any(c["id"] == str(channel_id) for c in guild["channels"])),
+                    str(GUILD_ID))  # fmt: skip
 
     def _callback(self, interaction_id: str, token: str, content: dict[str, Any]) -> web.Response:
         self.callbacks.append({"interaction": interaction_id, "token": token, **content})

@@ -195,3 +195,14 @@ async def test_a_negative_prompt_that_removes_clothes_is_judged_as_nudity(markov
     assert refused == "I can't make sexual or intimate content of a real person (Taylor Swift)."
     [queued] = await chat.say('/imagine a watercolor of my grandmother\'s garden --negative "nsfw, nude, lowres"')
     assert queued.startswith("Queued")
+
+
+async def test_a_cooldown_earned_across_two_processes_pauses_the_user_in_both(tmp_path: Path, postgres_url: str) -> None:
+    config = make_config(tmp_path, bot={"db": postgres_url}, moderation={"cooldown": {"blocks": 3, "window_s": 600, "duration_s": 600}})
+    async with running(config) as (_, one), running(config) as (_, other):
+        await one.say(PHISHING)
+        await other.say(BOMB)
+        [third] = await one.say(f"/imagine {NUDE}")  # strikes from both processes add up
+        assert "generation is paused for you for 10 min" in third
+        [paused] = await other.say("hello there")  # the other process reads the pause from the store
+        assert paused.startswith("Generation is paused for you for about 10 more minute(s)")

@@ -78,6 +78,11 @@ class StoredRecords:
         )
         await self.engine.execute(sql, [user_key, time.time(), until])
 
+    async def cooldown_until(self, user_key: str) -> float | None:
+        """When a user's running cooldown ends (None when there is none)."""
+        rows = await self.engine.fetchall("SELECT cooldown_until FROM users WHERE id = ? AND cooldown_until > ?", [user_key, time.time()])
+        return float(rows[0][0]) if rows else None
+
     async def active_cooldowns(self) -> dict[str, float]:
         """Users whose cooldown has not ended yet, with its end time."""
         rows = await self.engine.fetchall("SELECT id, cooldown_until FROM users WHERE cooldown_until > ?", [time.time()])
