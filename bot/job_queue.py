@@ -43,6 +43,11 @@ DRAIN_POLL_S = 0.2
 ACTIVE = "status IN ('queued', 'running')"
 
 
+def runner_name() -> str:
+    """This process in words: host and pid (what `jobs.runner` records)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def queue_name(kind: str) -> str:
     """The procrastinate queue of a kind of job."""
     return f"atelier-{kind}"
@@ -82,7 +87,7 @@ class QueueScheduler(JobRunner):
         """Open, then run this process's workers (one per kind, its slots wide) and the watch over other processes."""
         await self.open(reply_for)
         takeover = self.config.takeover_after_s
-        name = f"{socket.gethostname()}-{os.getpid()}"
+        name = runner_name()
         for kind in self.runners:
             worker = self.app.run_worker_async(
                 queues=[queue_name(kind)], name=f"atelier-{kind}-{name}", concurrency=self.slots(kind), wait=True,
@@ -229,9 +234,9 @@ class QueueScheduler(JobRunner):
 
     async def _claim(self, job: Job) -> bool:
         rows = await self.store.engine.fetchall(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, queue_id = ? "
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, queue_id = ?, runner = ? "
             "WHERE id = ? AND status = 'queued' AND (queue_id IS NULL OR queue_id = ?) RETURNING attempts",
-            [time.time(), job.queue_id, job.id, job.queue_id],
+            [time.time(), job.queue_id, runner_name(), job.id, job.queue_id],
         )
         if not rows:
             return False

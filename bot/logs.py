@@ -18,6 +18,7 @@ def secret_env_names(config: Config) -> list[str]:
         config.adapters.slack.app_token_env,
         config.adapters.slack.signing_secret_env,
         config.serve.api_key_env,
+        *([config.bot.db_password_env] if config.bot.db_password_env else []),
     ]
     for backend in (config.backends.text, config.backends.image, config.backends.music, config.backends.remote):
         while backend is not None:
@@ -55,6 +56,10 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+# Libraries whose INFO lines describe their own start-up in every process, saying nothing an operator acts on.
+CHATTY = ("procrastinate.blueprints", "procrastinate.periodic")
+
+
 def setup_logging(config: Config, level: str) -> None:
     """Log to stderr at `level`, with every configured secret masked."""
     handler = logging.StreamHandler(sys.stderr)
@@ -63,3 +68,5 @@ def setup_logging(config: Config, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

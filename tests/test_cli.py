@@ -130,6 +130,7 @@ def test_secrets_are_masked_in_logs(monkeypatch: pytest.MonkeyPatch, caplog: pyt
     monkeypatch.setenv("DISCORD_TOKEN", "MTIzNDU2Nzg5.super.secret")
     config = parse_config({"backends": {"text": {"type": "openai", "api_key_env": "REMOTE_KEY", "fallback": {"type": "markov"}}}})
     assert "REMOTE_KEY" in secret_env_names(config)
+    assert "ATELIER_DB_PASSWORD" in secret_env_names(parse_config({"bot": {"db_password_env": "ATELIER_DB_PASSWORD"}}))
     logger = logging.getLogger("test.secrets")
     logger.addFilter(RedactSecrets([os.environ["DISCORD_TOKEN"]]))
     with caplog.at_level(logging.INFO, logger="test.secrets"):

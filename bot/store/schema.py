@@ -80,6 +80,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE jobs ADD COLUMN queue_id BIGINT",
         "ALTER TABLE jobs ADD COLUMN progress {real} NOT NULL DEFAULT 0",
         "ALTER TABLE jobs ADD COLUMN note TEXT",
+        "ALTER TABLE jobs ADD COLUMN runner TEXT",  # host-pid of the process running it, for operators
     ), job_queue=True),
 )  # fmt: skip
 
