@@ -5,17 +5,48 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.errors import PermissionDenied, UnknownCommand, UserInputError
 from bot.job_args import closest
 from bot.messages import Message
 
 if TYPE_CHECKING:
+    from bot.backends.registry import BackendStatus
+    from bot.job_running import JobRunner
     from bot.ports import Reply
-    from bot.core import Bot
+    from bot.store import ConversationStore
+    from moderation import Kind as ModerationKind
 
-Handler = Callable[["Bot", Message, "Reply", str], Awaitable[None]]
+
+class CommandContext(Protocol):
+    """What a command handler may use of the bot: the store, the jobs, request moderation and a few notices."""
+
+    store: ConversationStore
+    jobs: JobRunner
+    image: Any  # the image backend (its name, ignored options, whether it makes variations), or None
+    music: Any
+    statuses: list[BackendStatus]
+    options_noticed: set[str]
+
+    async def moderate_request(self, message: Message, text: str, kind: ModerationKind, *, remember: bool = True) -> None:
+        """Refuse (raise) unless moderation allows the request."""
+        ...
+
+    async def notice_fallback(self, message: Message, reply: Reply, kind: str = "text") -> None:
+        """Say once that a kind runs on its fallback."""
+        ...
+
+    def status_lines(self) -> list[str]:
+        """What /status shows."""
+        ...
+
+    async def forget(self, user_key: str) -> str:
+        """Delete everything about a user; what to tell them."""
+        ...
+
+
+Handler = Callable[[CommandContext, Message, "Reply", str], Awaitable[None]]
 _COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_-]*)(?:\s+(.*))?$", re.DOTALL)
 MAX_PERSONA_CHARS = 2000
 
@@ -55,7 +86,7 @@ def parse(text: str) -> tuple[str, str] | None:
     return match.group(1).lower(), (match.group(2) or "").strip()
 
 
-async def dispatch(bot: Bot, message: Message, reply: Reply, name: str, args: str) -> None:
+async def dispatch(ctx: CommandContext, message: Message, reply: Reply, name: str, args: str) -> None:
     """Check the command exists, its arguments and the user's rights, then run it."""
     entry = COMMANDS.get(name)
     if entry is None:
@@ -64,11 +95,11 @@ async def dispatch(bot: Bot, message: Message, reply: Reply, name: str, args: st
         raise UserInputError(f"/{name} takes no arguments; usage: {entry.usage}")
     if entry.admin_in_channels and not message.is_dm and not message.author.is_admin:
         raise PermissionDenied(f"Only server admins can use /{name} in a shared channel; try it in a DM with the bot.")
-    await entry.handler(bot, message, reply, args)
+    await entry.handler(ctx, message, reply, args)
 
 
 @command("help", "/help [command]", "list the commands, or explain one", takes_args=True)
-async def _help(bot: Bot, message: Message, reply: Reply, args: str) -> None:
+async def _help(ctx: CommandContext, message: Message, reply: Reply, args: str) -> None:
     if args:
         name = args.split()[0].lstrip("/").lower()
         entry = COMMANDS.get(name)
@@ -82,8 +113,8 @@ async def _help(bot: Bot, message: Message, reply: Reply, args: str) -> None:
 
 
 @command("reset", "/reset", "start a new conversation here (earlier messages are no longer used)")
-async def _reset(bot: Bot, message: Message, reply: Reply, args: str) -> None:
-    await bot.store.reset(message.conversation)
+async def _reset(ctx: CommandContext, message: Message, reply: Reply, args: str) -> None:
+    await ctx.store.reset(message.conversation)
     await reply.send("Started a new conversation; I won't use the earlier messages here.")
 
 
@@ -94,28 +125,28 @@ async def _reset(bot: Bot, message: Message, reply: Reply, args: str) -> None:
     takes_args=True,
     admin_in_channels=True,
 )
-async def _persona(bot: Bot, message: Message, reply: Reply, args: str) -> None:
+async def _persona(ctx: CommandContext, message: Message, reply: Reply, args: str) -> None:
     if not args:
-        current = (await bot.store.conversation(message.conversation)).persona
+        current = (await ctx.store.conversation(message.conversation)).persona
         shown = f'"{current}"' if current else "the default"
         raise UserInputError(f"The persona here is {shown}; set one with /persona <description>, e.g. /persona You are a pirate.")
     if len(args) > MAX_PERSONA_CHARS:
         raise UserInputError(f"A persona can be at most {MAX_PERSONA_CHARS:,} characters; shorten it.")
     if args.lower() in {"default", "reset", "clear"}:
-        await bot.store.set_persona(message.conversation, None, message.user_key)
+        await ctx.store.set_persona(message.conversation, None, message.user_key)
         await reply.send("Back to the default persona in this conversation.")
         return
     # A persona steers every later answer, so it is checked like a request.
-    await bot.moderate_request(message, args, "chat")
-    await bot.store.set_persona(message.conversation, args, message.user_key)
+    await ctx.moderate_request(message, args, "chat")
+    await ctx.store.set_persona(message.conversation, args, message.user_key)
     await reply.send(f'Persona set for this conversation: "{args}"')
 
 
 @command("status", "/status", "show which models are active and why")
-async def _status(bot: Bot, message: Message, reply: Reply, args: str) -> None:
-    await reply.send("\n".join(bot.status_lines()))
+async def _status(ctx: CommandContext, message: Message, reply: Reply, args: str) -> None:
+    await reply.send("\n".join(ctx.status_lines()))
 
 
 @command("forget-me", "/forget-me", "delete everything stored about you")
-async def _forget_me(bot: Bot, message: Message, reply: Reply, args: str) -> None:
-    await reply.send(await bot.forget(message.user_key))
+async def _forget_me(ctx: CommandContext, message: Message, reply: Reply, args: str) -> None:
+    await reply.send(await ctx.forget(message.user_key))

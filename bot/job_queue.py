@@ -69,6 +69,7 @@ class QueueScheduler(JobRunner):
         self._reply_for: ReplyFor = lambda job: None
         self._tasks: list[asyncio.Task[Any]] = []
         self._written: dict[str, float] = {}
+        self._waiting: set[str] = set()  # jobs left for a process with their platform, already logged
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = False
 
@@ -296,8 +297,10 @@ class QueueScheduler(JobRunner):
 
     async def _recover(self, job: Job) -> None:
         reply = self._replies.get(job.id) or self._reply_for(job)
-        if reply is None:
-            log.info("job %s waits in the store: no adapter for %s is running here", job.id, job.conversation)
+        if reply is None:  # a process that runs this platform will take it (said once, not every round)
+            if job.id not in self._waiting:
+                self._waiting.add(job.id)
+                log.info("job %s waits in the store: no adapter for %s is running here", job.id, job.conversation)
             return
         self._bind(job, reply)
         if job.status == "running" and job.attempts >= MAX_ATTEMPTS:

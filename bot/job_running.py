@@ -117,6 +117,31 @@ class JobRunner:
         if isinstance(reply, JobControls):
             reply.bind_job(job.id, job.kind, int(job.params.get("n", 1)) if job.kind in self.varies else 0)
 
+    async def start(self, reply_for: ReplyFor) -> None:
+        """Resume what a previous run left and start running jobs."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop running jobs; what was accepted stays in the store."""
+        raise NotImplementedError
+
+    async def drain(self) -> None:
+        """Wait until no job is queued or running."""
+        raise NotImplementedError
+
+    async def submit(self, kind: JobKind, user: str, conversation: ConversationKey, message_id: str | None,
+                     params: dict[str, Any], reply: Reply) -> Job:
+        """Accept a job (recorded, its user told where it stands) or refuse it with the reason."""
+        raise NotImplementedError
+
+    async def position(self, job: Job) -> int:
+        """1-based place among the waiting jobs of its kind; 0 once running."""
+        raise NotImplementedError
+
+    async def where(self, job: Job) -> str:
+        """Where a job stands, in words."""
+        raise NotImplementedError
+
     async def jobs_of(self, user: str | None = None) -> list[Job]:
         """Queued and running jobs, oldest first (all users when `user` is None)."""
         raise NotImplementedError
