@@ -134,6 +134,11 @@ class DiscordAdapter:
         """Log in, resume stored jobs, and serve until stopped."""
         self._bot = bot
         bot.attach(PLATFORM, self.reply_for_job)
+        shards = self.settings.shards
+        if bot.store.engine.shared and (shards is None or not shards.ids):
+            # Every process that connects all shards receives every message, and each would answer it.
+            log.warning("Discord on a shared store without adapters.discord.shards.ids: if another bot process also "
+                        "connects to Discord, give each its own shard ids, or every message is answered once per process")  # fmt: skip
         if self.settings.log_channel:
             bot.enforcement.listeners.append(self._log_event)
         # discord.py reconnects the gateway by itself; logging in over REST is ours to retry.

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,7 +80,15 @@ def _load(args: argparse.Namespace) -> Config:
     overrides = {key: value for key, value in overrides.items() if value}
     if not overrides:
         return config
-    return config.model_copy(update={"bot": config.bot.model_copy(update=overrides)})
+    from pydantic import ValidationError
+
+    from bot.config import BotSection
+
+    try:  # the same rules as the file's: a --db URL with a password is refused too
+        section = BotSection.model_validate({**config.bot.model_dump(), **overrides})
+    except ValidationError as error:
+        raise ConfigError(f"--db: {error.errors()[0]['msg']}") from None
+    return config.model_copy(update={"bot": section})
 
 
 async def _start_bot(config: Config, load_in_background: bool = False) -> Bot:
@@ -87,21 +96,23 @@ async def _start_bot(config: Config, load_in_background: bool = False) -> Bot:
     import sqlite3
 
     from bot.core import Bot
+    from bot.store.engine import is_postgres_url
     from bot.store.health import StoreRefused
+    from bot.store.postgres import describe
 
     try:
         return await Bot.start(config, load_in_background=load_in_background)
     except StoreRefused as error:
         raise ConfigError(str(error)) from None
     except (sqlite3.Error, OSError, RuntimeError) as error:
+        if is_postgres_url(config.bot.db):
+            raise ConfigError(f"cannot use the PostgreSQL store {describe(config.bot.db)} ({error}).") from None
         raise ConfigError(
             f"cannot open the store {config.bot.db} ({error}); check bot.db or --db names a writable SQLite file."
         ) from None
     except Exception as error:
         if not type(error).__module__.startswith("psycopg"):
             raise
-        from bot.store.postgres import describe
-
         reason = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
         raise ConfigError(
             f"the PostgreSQL store {describe(config.bot.db)} refused to start ({reason}); check that its user may create tables."
@@ -180,14 +191,21 @@ async def _run(config: Config) -> None:
     bot = await _start_bot(config, load_in_background=True)
     adapters = _adapters(config)
     tasks = [asyncio.create_task(adapter.run(bot), name=f"adapter-{adapter.name}") for adapter in adapters]
+    # SIGTERM (docker stop, systemd) stops as cleanly as Ctrl-C: jobs go back to the store or the shared queue.
+    terminated = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
+    waiting = asyncio.create_task(terminated.wait(), name="sigterm")
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
+        done, _ = await asyncio.wait([*tasks, waiting], return_when=asyncio.FIRST_COMPLETED)
+        for task in done - {waiting}:
             error = task.exception()
             if error is not None:
                 explained = _login_error(error, config)
                 raise explained if explained is not None else error
     finally:
+        waiting.cancel()
+        # Jobs stop first, while the platforms can still tell their users; then the platforms, then the store.
+        await bot.jobs.stop()
         for adapter in adapters:
             try:
                 await adapter.stop()
@@ -278,7 +296,7 @@ async def _migrate(config: Config, to: str, password_env: str | None) -> None:
     from bot.store.engine import is_postgres_url
 
     if not is_postgres_url(to):
-        raise ConfigError(f"--to must be a postgresql://user@host/database URL, not {to!r}.")
+        raise ConfigError("--to must be a postgresql://user@host/database URL (the store to copy into).")
     try:  # the same rules as bot.db: no password in the URL
         target_section = BotSection(db=to, db_password_env=password_env or config.bot.db_password_env)
     except ValidationError:
@@ -295,6 +313,12 @@ async def _migrate(config: Config, to: str, password_env: str | None) -> None:
             await source.close()
     except (StoreRefused, CopyRefused) as error:
         raise ConfigError(str(error)) from None
+    except Exception as error:  # the database refused (rights, a value it cannot take): one line, no traceback
+        if not type(error).__module__.startswith("psycopg") and not isinstance(error, RuntimeError):
+            raise
+        reason = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
+        raise ConfigError(f"the copy stopped ({reason}); nothing was kept in the target. Check its user's rights "
+                          "(it must create tables) and run migrate again.") from None  # fmt: skip
     print(f"atelier: copied {source.engine.where} to {target.engine.where}: {report.summary()} (counts verified).")
     variable = f" and bot.db_password_env: {target_section.db_password_env}" if target_section.db_password_env else ""
     print(f"atelier: to use it, set bot.db: {to}{variable} in config.yaml.")

@@ -51,7 +51,7 @@ class BotSection(Strict):
     @classmethod
     def _no_password_in_url(cls, value: str) -> str:
         # Config files get shared and committed; a password belongs in the variable db_password_env names.
-        if re.match(r"postgres(ql)?://[^/@:]*:[^/@]+@", value):
+        if re.match(r"postgres(ql)?://[^/@:]*:[^/@]+@", value) or re.search(r"[?&\s]password=", value, re.I):
             raise ValueError("the PostgreSQL URL holds a password; remove it and name its variable in bot.db_password_env")
         return value
 
@@ -274,6 +274,8 @@ class ModerationSection(Strict):
     # Explicit content is refused everywhere unless this is on AND the channel is marked NSFW.
     allow_nsfw: bool = False
     cooldown: CooldownSection = CooldownSection()
+    # CPU threads one check may use (null: up to 4). Several bot processes on one machine: cores ÷ processes each.
+    threads: int | None = Field(default=None, ge=1, le=64)
     actions: dict[str, Literal["allow", "block"]] = {}
     thresholds: dict[str, float] = {}
     # Keyed by scope: "discord:<guild id>" or "slack:<team id>".

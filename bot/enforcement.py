@@ -72,6 +72,7 @@ async def load_moderator(section: ModerationSection) -> Moderator:
         examples=section.examples,
         guard=guard,
         guard_band=section.guard.band,
+        threads=section.threads,
     )
 
 

@@ -40,6 +40,11 @@ SWEEP_LOCK = 0x41_54_4A_53
 # A running job's progress is written for other processes' /queue at most this often.
 PROGRESS_WRITE_S = 2.0
 DRAIN_POLL_S = 0.2
+WORKER_RESTART_S = 5.0
+PRUNE_EVERY_S = 3600.0
+# A job recorded but not yet in the queue is left to the process that accepted it for this many takeover
+# periods (it tells the user first, which a rate-limited platform can hold up), then queued by another.
+QUEUEING_GRACE = 5
 ACTIVE = "status IN ('queued', 'running')"
 
 
@@ -86,17 +91,31 @@ class QueueScheduler(JobRunner):
 
     async def start(self, reply_for: ReplyFor) -> None:
         """Open, then run this process's workers (one per kind, its slots wide) and the watch over other processes."""
-        await self.open(reply_for)
-        takeover = self.config.takeover_after_s
-        name = runner_name()
+        try:
+            await self.open(reply_for)
+        except Exception as error:  # the store is down at start: the watch takes over what is left once it is back
+            log.warning("could not check for jobs left by stopped processes yet (%s); retrying in the background", error)
         for kind in self.runners:
-            worker = self.app.run_worker_async(
-                queues=[queue_name(kind)], name=f"atelier-{kind}-{name}", concurrency=self.slots(kind), wait=True,
-                install_signal_handlers=False, update_heartbeat_interval=takeover / 3, stalled_worker_timeout=takeover,
-                abort_job_polling_interval=1.0, fetch_job_polling_interval=takeover / 3, delete_jobs="successful",
-            )  # fmt: skip
-            self._tasks.append(asyncio.create_task(worker, name=f"jobs-{kind}-worker"))
+            self._tasks.append(asyncio.create_task(self._keep_working(kind), name=f"jobs-{kind}-worker"))
         self._tasks.append(asyncio.create_task(self._watch(), name="jobs-takeover-watch"))
+
+    async def _keep_working(self, kind: str) -> None:
+        """Run procrastinate's worker for a kind, and start it again when the database took it down."""
+        takeover = self.config.takeover_after_s
+        while True:
+            try:
+                await self.app.run_worker_async(
+                    queues=[queue_name(kind)], name=f"atelier-{kind}-{runner_name()}", concurrency=self.slots(kind),
+                    wait=True, install_signal_handlers=False, update_heartbeat_interval=takeover / 3,
+                    stalled_worker_timeout=takeover, abort_job_polling_interval=1.0, fetch_job_polling_interval=takeover / 3,
+                    # On stop, running jobs are interrupted at once and queued again for another process.
+                    shutdown_graceful_timeout=0,
+                )  # fmt: skip
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a database restart or failover: wait, then serve again
+                log.warning("the %s job worker stopped (%s); starting it again in %gs", kind, error, WORKER_RESTART_S)
+            await asyncio.sleep(WORKER_RESTART_S)
 
     async def stop(self) -> None:
         """Stop this process's workers; its running jobs go back to the queue for any process to finish."""
@@ -198,8 +217,11 @@ class QueueScheduler(JobRunner):
         elif job.id in self._running:
             job.stop.set()
             job.cancel_event.set()
-        elif job.queue_id is not None:  # running in another process: procrastinate passes the request on
-            await self.app.job_manager.cancel_job_by_id_async(job.queue_id, abort=True)
+        else:  # running in another process (perhaps claimed a moment ago): procrastinate passes the request on
+            current = await self.store.job(job.id)
+            queue_id = current.get("queue_id") if current else None
+            if queue_id is not None:
+                await self.app.job_manager.cancel_job_by_id_async(queue_id, abort=True)
         return job
 
     # --- running -------------------------------------------------------------------------
@@ -245,6 +267,25 @@ class QueueScheduler(JobRunner):
         self._running[job.id] = job
         return True
 
+    async def _still_ours(self, job: Job) -> bool:
+        # A run whose process went silent for takeover_after_s was handed to another process: this one keeps quiet.
+        rows = await self.store.engine.fetchall(
+            "SELECT 1 FROM jobs WHERE id = ? AND status = 'running' AND queue_id = ?", [job.id, job.queue_id]
+        )
+        return bool(rows)
+
+    async def _record(self, job: Job, **fields: Any) -> None:
+        if job.queue_id is None or fields.get("status") not in ("done", "failed", "cancelled"):
+            await super()._record(job, **fields)
+            return
+        assignments = ", ".join(f'"{name}" = ?' for name in fields)
+        try:
+            await self.store.engine.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ? AND queue_id = ?", [*fields.values(), job.id, job.queue_id]
+            )
+        except Exception:  # the user has been answered; the watch settles a lost write (see _sweep)
+            log.exception("could not record job %s as %s", job.id, fields.get("status"))
+
     def _forget_job(self, job: Job) -> None:
         super()._forget_job(job)
         self._running.pop(job.id, None)
@@ -262,38 +303,52 @@ class QueueScheduler(JobRunner):
     # --- taking over from stopped processes ------------------------------------------------
 
     async def _watch(self) -> None:
+        failing = False
+        pruned = time.monotonic()
         while True:
             await asyncio.sleep(self.config.takeover_after_s / 3)
             try:
                 await self._sweep()
-            except Exception:  # the watch must outlive a failed round (the store may be down for a moment)
-                log.exception("could not check for jobs left by stopped processes")
+                if time.monotonic() - pruned > PRUNE_EVERY_S:  # the queue's own finished entries, not our records
+                    pruned = time.monotonic()
+                    await self.app.job_manager.delete_old_jobs(nb_hours=24, include_failed=True, include_cancelled=True)
+            except Exception as error:  # the watch outlives the store being down; said once per outage
+                if not failing:
+                    log.warning("could not check for jobs left by stopped processes (%s); trying again", error)
+                failing = True
+            else:
+                failing = False
 
     async def _sweep(self) -> None:
         """Requeue (or, after two tries, fail) jobs whose process stopped; queue those accepted but never queued."""
         takeover = self.config.takeover_after_s
-        async with self.store.engine.transaction() as tx:
+        async with self.store.engine.transaction() as tx:  # one sweeper at a time; it acts after the lock is gone
             if not (await tx.fetchall("SELECT pg_try_advisory_xact_lock(?)", [SWEEP_LOCK]))[0][0]:
-                return  # another process is sweeping right now
+                return
             stalled = {job.id for job in await self.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=takeover)}
             rows = await tx.fetchdicts(
                 f"SELECT j.*, p.status AS queue_status FROM jobs j LEFT JOIN procrastinate_jobs p ON p.id = j.queue_id WHERE j.{ACTIVE}"
             )
-            for row in rows:
-                state, queue_id = row.pop("queue_status"), row["queue_id"]
-                if state == "todo" or (state == "doing" and queue_id not in stalled) or row["queue_id"] in self._running_ids():
-                    continue
-                if state is None and queue_id is None and time.time() - row["created_at"] < takeover:
-                    continue  # accepted a moment ago; its process is queueing it now
-                if state == "succeeded":  # it ran to the end; only the last status write was lost
-                    await tx.execute("UPDATE jobs SET status = 'done' WHERE id = ?", [row["id"]])
+        mine = {job.queue_id for job in self._running.values()}
+        for row in rows:
+            state, queue_id = row.pop("queue_status"), row["queue_id"]
+            if state == "todo" or (state == "doing" and queue_id not in stalled) or (queue_id is not None and queue_id in mine):
+                continue
+            if queue_id is None and time.time() - row["created_at"] < takeover * QUEUEING_GRACE:
+                continue  # accepted a moment ago; its process is telling the user, then queueing it
+            try:
+                if row["status"] == "running" and queue_id is not None and state in (None, "succeeded"):
+                    # Its run ended (finished queue entries are pruned after a day); only the last status write was lost.
+                    await self.store.engine.execute(
+                        "UPDATE jobs SET status = 'done' WHERE id = ? AND status = 'running' AND queue_id = ?", [row["id"], queue_id]
+                    )
                     continue
                 if state == "doing":  # its worker is silent: close its queue entry so it is not run twice
-                    await self.app.job_manager.finish_job_by_id_async(queue_id, Status.FAILED, delete_job=False)
+                    with contextlib.suppress(Exception):  # already closed by its worker or another sweeper
+                        await self.app.job_manager.finish_job_by_id_async(queue_id, Status.FAILED, delete_job=False)
                 await self._recover(Job.from_row(row))
-
-    def _running_ids(self) -> set[int]:
-        return {job.queue_id for job in self._running.values() if job.queue_id is not None}
+            except Exception:
+                log.exception("could not take over job %s", row["id"])
 
     async def _recover(self, job: Job) -> None:
         reply = self._replies.get(job.id) or self._reply_for(job)
@@ -302,16 +357,27 @@ class QueueScheduler(JobRunner):
                 self._waiting.add(job.id)
                 log.info("job %s waits in the store: no adapter for %s is running here", job.id, job.conversation)
             return
-        self._bind(job, reply)
+        # Only if the row is still as the sweep saw it: a claim or another sweeper since then wins.
+        seen = "id = ? AND status = ? AND queue_id IS NOT DISTINCT FROM ?"
         if job.status == "running" and job.attempts >= MAX_ATTEMPTS:
             job.error = "the bot restarted while it was running, twice"
+            if not await self.store.engine.execute(
+                f"UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE {seen}",
+                [job.error, time.time(), job.id, job.status, job.queue_id],
+            ):
+                return
+            self._bind(job, reply)
             told = await self._notify(job, "error", f"Your {job.kind} job {job.id} ({job.summary}) failed: {job.error}. Please send it again.")
-            await self._record(job, status="failed", error=job.error, finished_at=time.time(), delivery="told" if told is None else "untold")
+            await self._record(job, delivery="told" if told is None else "untold")
             self._forget_job(job)
             return
         was_running = job.status == "running"
-        await self.store.engine.execute("UPDATE jobs SET status = 'queued', queue_id = NULL WHERE id = ?", [job.id])
-        job.status = "queued"
+        if not await self.store.engine.execute(
+            f"UPDATE jobs SET status = 'queued', queue_id = NULL WHERE {seen}", [job.id, job.status, job.queue_id]
+        ):
+            return
+        job.status, job.queue_id = "queued", None
+        self._bind(job, reply)
         await self._notify(job, "send", f"Retrying your {job.kind} job {job.id}: the bot process running it stopped."
                            if was_running else f"Resuming your {job.kind} job {job.id} after a restart.")  # fmt: skip
         await self._defer(job, priority=0)

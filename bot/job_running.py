@@ -197,6 +197,10 @@ class JobRunner:
         timeout = self.timeout(job.kind)
         try:
             await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the process is stopping: the backend stops too, at its next step
+            job.stop.set()
+            task.cancel()
+            raise
         finally:
             waiter.cancel()
         timed_out = not task.done() and not job.cancel_event.is_set()
@@ -246,7 +250,15 @@ class JobRunner:
 
         return progress
 
+    async def _still_ours(self, job: Job) -> bool:
+        """Whether this run may still answer for the job (a shared queue may have given it to another process)."""
+        return True
+
     async def _finish(self, job: Job, status: JobStatus) -> None:
+        if not await self._still_ours(job):
+            log.warning("%s job %s was taken over by another process; this run's outcome is dropped", job.kind, job.id)
+            self._forget_job(job)
+            return
         job.status = status
         # Deliver first, record after: a crash in between leaves the job 'running', so it is retried.
         delivery = "delivered"

@@ -182,6 +182,7 @@ class Moderator:
         examples: Mapping[str, Sequence[str]] | None = None,
         guard: Guard | None = None,
         guard_band: tuple[float, float] = (0.2, 0.8),
+        threads: int | None = None,
     ) -> Moderator:
         """Load the shipped act model off the loop (seconds, no training); never raises."""
         if not enabled:
@@ -189,7 +190,7 @@ class Moderator:
         try:
             from moderation.serving import ServedActs  # onnxruntime: imported when moderation is loaded, not when configured
 
-            model = await asyncio.to_thread(ServedActs.load, model_path=model_path)
+            model = await asyncio.to_thread(ServedActs.load, model_path=model_path, threads=threads)
             if examples:
                 await asyncio.to_thread(_add_examples, model, examples)
             await asyncio.to_thread(_warm_up)

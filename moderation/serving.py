@@ -201,17 +201,18 @@ class ServedActs:
         self.lock = threading.Lock()
 
     @classmethod
-    def load(cls, model_file: Path | None = None, model_path: Path | None = None, root: Path | None = None) -> ServedActs:
+    def load(cls, model_file: Path | None = None, model_path: Path | None = None, root: Path | None = None,
+             threads: int | None = None) -> ServedActs:  # fmt: skip
         """The shipped model, exported on first use; a damaged export is set aside and made again, once."""
         folder = ensure_exported(model_file, model_path, root)
         try:
-            return cls(folder)
+            return cls(folder, threads)
         except ActModelError as error:
             log.warning("the prepared moderation model in %s is unreadable (%s); preparing it again", folder, error)
             damaged = folder.with_name(f".damaged-{folder.name}-{os.getpid()}")
             folder.rename(damaged)
             shutil.rmtree(damaged, ignore_errors=True)
-            return cls(ensure_exported(model_file, model_path, root))
+            return cls(ensure_exported(model_file, model_path, root), threads)
 
     @property
     def labels(self) -> tuple[str, ...]:

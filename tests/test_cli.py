@@ -187,3 +187,9 @@ async def test_serve_starts_and_answers_health(tmp_path: Path) -> None:
     finally:
         process.terminate()
         await process.wait()
+
+
+def test_a_db_override_with_a_password_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, "chat", "--db", "postgresql://atelier:hunter2secret@db/atelier")
+    assert result.returncode == 2 and "hunter2secret" not in result.stderr + result.stdout
+    assert "db_password_env" in result.stderr

@@ -19,6 +19,7 @@ from adapters.memory import MemoryReply
 from bot.config import JobsSection, QueueSection
 from bot.errors import UserInputError
 from bot.job_queue import QueueScheduler
+from bot.job_running import Job
 from bot.jobs import QueueFull
 from bot.store import ConversationStore
 from tests.test_jobs import Runners, until
@@ -185,3 +186,53 @@ async def test_the_console_on_a_postgresql_store_makes_pictures_through_the_queu
     assert re.fullmatch(r"Queued image job [0-9a-f]{8} \(next in line\), seed 5\. /cancel [0-9a-f]{8} to stop it\.", lines[0])
     saved = Path(lines[-1].split(" to ", 1)[1])
     assert saved.read_bytes().startswith(b"\x89PNG")
+
+
+async def test_a_sweep_never_requeues_a_job_another_process_claimed_meanwhile(
+    processes: Callable[..., Any], channel: MemoryReply
+) -> None:
+    accepting = await processes(work=False)
+    job = await submit(accepting, "alice", channel)
+    seen = Job.from_row(await stored(accepting, job.id))  # what a sweep read a moment ago: queued
+    runners = Runners()
+    runners.gate.clear()  # the other process claims the job and holds it running
+    await processes(runners.instant)
+    await until(lambda: runners.started)
+    await accepting.jobs._recover(seen)  # the sweep acts on what it read: it must not undo the claim
+    assert (await stored(accepting, job.id))["status"] == "running"
+    assert not any("Resuming" in text for text in channel.texts)
+    runners.gate.set()
+    await asyncio.wait_for(accepting.jobs.drain(), 20)
+    assert [event.kind for event in channel.events].count("attach") == 1
+
+
+async def test_a_run_taken_over_by_another_process_keeps_quiet(processes: Callable[..., Any], channel: MemoryReply) -> None:
+    runners = Runners()
+    runners.gate.clear()
+    running = await processes(runners.instant)
+    job = await submit(running, "alice", channel)
+    await until(lambda: runners.started)
+    # As if this process had gone silent and another had taken the job over (a new queue entry owns the row).
+    await running.store.engine.execute("UPDATE jobs SET queue_id = queue_id + 1000 WHERE id = ?", [job.id])
+    runners.gate.set()
+    await until(lambda: job.id not in running.jobs._running)
+    assert not any(event.kind == "attach" for event in channel.events)
+    assert (await stored(running, job.id))["status"] == "running"  # the new owner's record is not overwritten
+
+
+async def test_workers_come_back_after_a_database_failure_stopped_them(
+    processes: Callable[..., Any], channel: MemoryReply, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import job_queue
+
+    monkeypatch.setattr(job_queue, "WORKER_RESTART_S", 0.2)
+    runners = Runners()
+    worker = await processes(runners.instant)
+    await asyncio.sleep(0.5)  # the workers are polling
+    # The queue's table is gone for a moment (as during a failover): the worker's next fetch fails and ends it.
+    await worker.store.engine.execute("ALTER TABLE procrastinate_jobs RENAME TO procrastinate_jobs_away")
+    await asyncio.sleep(1.5)
+    await worker.store.engine.execute("ALTER TABLE procrastinate_jobs_away RENAME TO procrastinate_jobs")
+    job = await submit(worker, "alice", channel)
+    await asyncio.wait_for(worker.jobs.drain(), 30)
+    assert [j.id for j in runners.started] == [job.id]

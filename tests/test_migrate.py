@@ -71,3 +71,5 @@ def test_migrate_refuses_a_password_in_the_url_and_a_non_postgresql_target(tmp_p
     assert "pass --password-env" in with_password.stderr
     elsewhere = migrate(tmp_path, "--to", str(tmp_path / "other.db"))
     assert elsewhere.returncode == 2 and "must be a postgresql://" in elsewhere.stderr
+    query_password = migrate(tmp_path, "--to", "postgresql://atelier@db/atelier?password=hunter2")
+    assert query_password.returncode == 2 and "hunter2" not in query_password.stderr

@@ -101,17 +101,20 @@ class SqliteEngine:
     async def transaction(self) -> AsyncIterator[_Transaction]:
         """Statements that commit together; other coroutines' statements wait until it ends."""
         async with self._lock:
-            await self._call(lambda: self.db.execute("BEGIN IMMEDIATE"))
             try:
+                # Shielded: a caller cancelled while BEGIN runs on the thread must still roll it back below.
+                await asyncio.shield(self._call(lambda: self.db.execute("BEGIN IMMEDIATE")))
                 yield _Transaction(self)
+                await asyncio.shield(self._call(lambda: self.db.execute("COMMIT")))
             except BaseException:
-                await asyncio.shield(self._call(self._rollback))
+                # A failed COMMIT (disk full, I/O error) leaves the transaction open: close it, or every later write joins it.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._call(self._rollback))
                 raise
-            await self._call(lambda: self.db.execute("COMMIT"))
 
     def _rollback(self) -> None:
-        if self.db.conn.in_transaction:
-            self.db.execute("ROLLBACK")
+        if self._db is not None and self._db.conn.in_transaction:
+            self._db.execute("ROLLBACK")
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` on the engine's thread with nothing else in between (backup, tests, PRAGMAs)."""
