@@ -175,11 +175,32 @@ class DiscordAdapter:
         return remember
 
     def _note_root(self, message_id: int, root: int) -> None:
-        """Remember a message's chain, forgetting the oldest beyond a bound (older chains are walked through Discord)."""
+        """Remember a message's chain here (the newest ones) and in the store, for every process and after a restart."""
         self.roots[message_id] = root
         if len(self.roots) > MAX_REMEMBERED_ROOTS:
             for old in list(itertools.islice(self.roots, len(self.roots) - MAX_REMEMBERED_ROOTS // 2)):
                 del self.roots[old]
+        if self._bot is not None and message_id != root:  # a chain's first message is its own root: nothing to record
+            self._spawn(self._record_root(message_id, root), name="discord-chain-record")
+
+    async def _record_root(self, message_id: int, root: int) -> None:
+        assert self._bot is not None
+        try:
+            await self._bot.store.note_chain(PLATFORM, str(message_id), str(root))
+        except Exception as error:  # the chain can still be walked through Discord
+            log.warning("could not record a reply chain (%s)", error)
+
+    async def _known_root(self, message_id: int) -> int | None:
+        """A message's chain root, from this process's memory or the store."""
+        if message_id in self.roots:
+            return self.roots[message_id]
+        if self._bot is None:
+            return None
+        try:
+            stored = await self._bot.store.chain_of(PLATFORM, str(message_id))
+        except Exception:  # the store is down for a moment: ask Discord instead
+            return None
+        return int(stored) if stored is not None else None
 
     # --- messages ------------------------------------------------------------------------
 
@@ -190,7 +211,7 @@ class DiscordAdapter:
             return
         if not is_allowed(message.channel, message.author, self.settings.allow, self.settings.deny):
             return
-        root = await chain_root(message, self.roots, functools.partial(_fetch, message.channel))
+        root = await chain_root(message, self._known_root, functools.partial(_fetch, message.channel))
         self._note_root(message.id, root)
         incoming = to_message(message, me.id, root)
         reply = DiscordReply(message.channel, message, self._remember(root), self.edit_interval)
@@ -245,7 +266,7 @@ class DiscordAdapter:
         pressed = interaction.message
         root = None
         if pressed is not None and interaction.guild_id is not None and not isinstance(interaction.channel, discord.Thread):
-            root = self.roots.get(pressed.id, pressed.id)
+            root = await self._known_root(pressed.id) or pressed.id
         reply = InteractionReply(interaction, self._channel_of(interaction), self._remember(root), self.edit_interval, private_errors=True)
         self._spawn(self._bot.handle(interaction_message(interaction, command, root), reply), f"discord-button-{interaction.id}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Container, Mapping
+from collections.abc import Awaitable, Callable, Container
 from typing import Any
 
 import discord
@@ -16,6 +16,8 @@ MESSAGE_LIMIT = 2000
 MAX_CHAIN_HOPS = 50  # how far back a reply chain is walked to find where it started
 # A message of the same channel by id, or None when it is gone or hidden.
 Fetch = Callable[[int], Awaitable["discord.Message | None"]]
+# The root of a message's reply chain when it is known without asking Discord.
+Known = Callable[[int], Awaitable["int | None"]]
 
 
 def clean_content(content: str, bot_id: int) -> str:
@@ -45,11 +47,12 @@ def addressed_to_bot(message: discord.Message, bot_id: int, bot_threads: Contain
     return isinstance(channel, discord.Thread) and (channel.id in bot_threads or channel.owner_id == bot_id)
 
 
-async def chain_root(message: discord.Message, roots: Mapping[int, int], fetch: Fetch) -> int:
+async def chain_root(message: discord.Message, known: Known, fetch: Fetch) -> int:
     """The first message of the reply chain this message belongs to (itself when it starts one).
 
-    Messages seen since start-up answer at once; otherwise (after a restart) the chain is walked
-    back through Discord, so a reply to an old answer still continues its conversation.
+    A message whose chain is known (seen by this process, or recorded in the store by any process)
+    answers at once; otherwise the chain is walked back through Discord, so a reply to an old answer
+    still continues its conversation.
     """
     reference = message.reference
     if reference is None or reference.message_id is None:
@@ -57,8 +60,9 @@ async def chain_root(message: discord.Message, roots: Mapping[int, int], fetch: 
     current = reference.message_id
     resolved = reference.resolved if isinstance(reference.resolved, discord.Message) else None
     for _ in range(MAX_CHAIN_HOPS):
-        if current in roots:
-            return roots[current]
+        root = await known(current)
+        if root is not None:
+            return root
         parent = resolved if resolved is not None and resolved.id == current else await fetch(current)
         resolved = None
         above = parent.reference.message_id if parent is not None and parent.reference is not None else None

@@ -154,10 +154,20 @@ async def test_after_a_restart_a_reply_to_an_old_answer_still_continues_it(disco
     await fake.dispatch("MESSAGE_CREATE", message_payload(31, "how many live there?", ALICE, reply_to=answer))
     await until(lambda: any(m["content"].startswith("It has") for m in fake.messages.values()))
     second = next(m for m in fake.messages.values() if m["content"].startswith("It has"))
-    discord_bot.adapter.roots.clear()  # what a restart forgets
+    discord_bot.adapter.roots.clear()  # what a restart forgets (or another process never knew): the store knows
     await fake.dispatch("MESSAGE_CREATE", message_payload(32, "and how big is it?", ALICE, reply_to=second))
     await until(lambda: len(backend.prompts) == 3)
     assert "capital of France?" in str(backend.prompts[2]) and "how many live there?" in str(backend.prompts[2])
+    assert not any(c.method == "GET" and c.path.startswith(f"/channels/{CHANNEL_ID}/messages/") for c in fake.calls)
+    # A chain neither remembered nor stored (older than the store's record of chains) is walked through Discord.
+    await until(lambda: any(m["content"].startswith("Roughly") for m in fake.messages.values()))
+    third = next(m for m in fake.messages.values() if m["content"].startswith("Roughly"))
+    discord_bot.adapter.roots.clear()
+    await discord_bot.adapter._bot.store.engine.execute("DELETE FROM reply_chains")  # type: ignore[union-attr]
+    backend.queue("About as big as a small city.")
+    await fake.dispatch("MESSAGE_CREATE", message_payload(33, "is that big?", ALICE, reply_to=third))
+    await until(lambda: len(backend.prompts) == 4)
+    assert "capital of France?" in str(backend.prompts[3])
     assert any(c.method == "GET" and c.path.startswith(f"/channels/{CHANNEL_ID}/messages/") for c in fake.calls)
 
 

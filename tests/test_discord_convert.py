@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import discord
 import pytest
 
@@ -60,9 +62,18 @@ async def nothing(message_id: int) -> None:
     """A fetch that finds no message (as if it were deleted)."""
 
 
+def known(roots: dict[int, int]) -> Callable[[int], Awaitable[int | None]]:
+    """Chain roots known without asking Discord (as the adapter's memory and the store answer)."""
+
+    async def lookup(message_id: int) -> int | None:
+        return roots.get(message_id)
+
+    return lookup
+
+
 async def test_a_mention_becomes_a_message_in_a_new_reply_chain(world: World) -> None:
     payload = message_payload(41, f"<@{BOT_ID}> draw <@7> as a knight", ALICE, mentions=[ATELIER, BOB])
-    message = to_message(world.message(payload), BOT_ID, await chain_root(world.message(payload), {}, nothing))
+    message = to_message(world.message(payload), BOT_ID, await chain_root(world.message(payload), known({}), nothing))
     assert message.text == "draw <@7> as a knight"
     assert str(message.conversation) == f"discord:{GUILD_ID}:{CHANNEL_ID}:chain:41"
     assert message.mentions == ("Bob",) and message.author.name == "Alice" and not message.author.is_admin
@@ -72,10 +83,10 @@ async def test_a_mention_becomes_a_message_in_a_new_reply_chain(world: World) ->
 async def test_a_reply_to_the_bot_continues_the_chain(world: World) -> None:
     bot_answer = message_payload(50, "an answer", ATELIER)
     reply = world.message(message_payload(51, "and then?", ALICE, reply_to=bot_answer))
-    root = await chain_root(reply, {50: 41}, nothing)
+    root = await chain_root(reply, known({50: 41}), nothing)
     assert root == 41
     assert to_message(reply, BOT_ID, root).conversation.thread == "chain:41"
-    assert await chain_root(reply, {}, nothing) == 50  # unknown and gone: the chain starts at what it answers
+    assert await chain_root(reply, known({}), nothing) == 50  # unknown and gone: the chain starts at what it answers
 
 
 def test_threads_dms_and_nsfw_channels(world: World) -> None:

@@ -12,7 +12,8 @@ from bot.store.schema import NUMBERED_TABLES, TABLES
 BATCH = 1000
 # Each table's rows in a stable order, so batches neither skip nor repeat a row.
 ORDER = {"users": "id", "settings": "scope, key", "conversations": "id", "messages": "id", "jobs": "id",
-         "moderation_events": "id", "answered_events": "platform, event_id"}  # fmt: skip
+         "moderation_events": "id", "answered_events": "platform, event_id",
+         "reply_chains": "platform, message_id"}  # fmt: skip
 
 
 class CopyRefused(RuntimeError):

@@ -110,3 +110,17 @@ class StoredRecords:
         """The event has been answered: its retries are dropped from now on."""
         sql = "UPDATE answered_events SET answered = 1 WHERE platform = ? AND event_id = ?"
         await self.engine.execute(sql, [platform, event_id])
+
+    # --- reply chains --------------------------------------------------------------------
+
+    async def note_chain(self, platform: str, message_id: str, root: str) -> None:
+        """Record that a message belongs to the reply chain starting at `root`."""
+        await self.engine.execute(
+            "INSERT INTO reply_chains (platform, message_id, root, at) VALUES (?, ?, ?, ?) ON CONFLICT (platform, message_id) DO NOTHING",
+            [platform, message_id, root, time.time()],
+        )
+
+    async def chain_of(self, platform: str, message_id: str) -> str | None:
+        """The root of the reply chain a message belongs to, if any process recorded it."""
+        rows = await self.engine.fetchall("SELECT root FROM reply_chains WHERE platform = ? AND message_id = ?", [platform, message_id])
+        return str(rows[0][0]) if rows else None

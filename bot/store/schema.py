@@ -82,10 +82,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE jobs ADD COLUMN note TEXT",
         "ALTER TABLE jobs ADD COLUMN runner TEXT",  # host-pid of the process running it, for operators
     ), job_queue=True),
+    Migration("which reply chain each message belongs to, so any process (and a restarted one) continues it", (
+        """CREATE TABLE reply_chains (
+            platform TEXT NOT NULL, message_id TEXT NOT NULL, root TEXT NOT NULL, at {real} NOT NULL,
+            PRIMARY KEY (platform, message_id))""",
+    )),
 )  # fmt: skip
 
 # Every table, parents before children: the order a copy between stores writes them in.
-TABLES = ("users", "settings", "conversations", "messages", "jobs", "moderation_events", "answered_events")
+TABLES = ("users", "settings", "conversations", "messages", "jobs", "moderation_events", "answered_events", "reply_chains")
 # Tables whose ids the database hands out, so a copy must move the id counter past the copied rows.
 NUMBERED_TABLES = ("conversations", "messages", "moderation_events")
 
