@@ -191,6 +191,14 @@ class ConsoleAdapter:
         reply = ConsoleReply(out, self.output_dir, self.interactive, on_closed=self._output_closed)
         # Jobs left by an earlier console session report to this one.
         bot.attach(self.conversation.platform, lambda job: reply)
+        if self.editor is not None:
+            editor = self.editor
+
+            async def forget_typed_lines(user_key: str) -> None:
+                if user_key == f"{self.conversation.platform}:{self.author.id}":  # this terminal's own person
+                    editor.forget()
+
+            bot.forget_listeners.append(forget_typed_lines)
         await bot.start_jobs()
         if self.interactive:
             reply._print("Atelier console. Type a message, /help for commands, Ctrl-D to quit.")

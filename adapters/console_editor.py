@@ -40,6 +40,19 @@ class LineEditor:
             session = PromptSession(history=history)
         self.session = session
 
+    def forget(self) -> None:
+        """Drop every remembered line (after /forget-me): the history file, and what Up recalls in this session."""
+        history = self.session.history
+        fresh: History = InMemoryHistory()
+        if isinstance(history, FileHistory):
+            with contextlib.suppress(OSError):
+                Path(history.filename).unlink(missing_ok=True)
+                fresh = FileHistory(history.filename)
+        self.session.history = fresh
+        buffer = self.session.default_buffer
+        buffer.history = fresh
+        buffer.reset()  # its working copy of the old lines goes too; it reloads from the fresh history
+
     async def lines(self) -> AsyncIterator[str]:
         """Each line typed, until Ctrl-D (or the end of input)."""
         while True:

@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -106,6 +106,8 @@ class Bot:
         self._locks: dict[ConversationKey, _ConversationLock] = {}
         self._fallback_noticed: set[str] = set()
         self.options_noticed: set[str] = set()  # user:kind:options already told "ignored here"
+        # Adapters that keep something of their own about a user (the console's typed history) forget it too.
+        self.forget_listeners: list[Callable[[str], Awaitable[None]]] = []
         self._admission = asyncio.Semaphore(ADMISSION_LIMIT)
         # Checked once: isinstance against a Protocol is slow enough to show up per message.
         self._learner = text if isinstance(text, LearningBackend) else None
@@ -414,6 +416,11 @@ class Bot:
             await self._learner.forget(texts)
         job_ids = await self.store.job_ids_of(user_key)
         report = await self.store.forget_user(user_key)
+        for listener in self.forget_listeners:
+            try:
+                await listener(user_key)
+            except Exception:  # what the store held is gone already; say what an adapter could not clear
+                log.exception("an adapter could not forget user %s", user_key)
         files = await asyncio.to_thread(delete_job_files, Path(self.config.bot.output_dir), job_ids)
         return (
             f"Done: deleted {report.messages} message(s) you wrote or that answered you, {len(job_ids)} job(s)"

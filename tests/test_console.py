@@ -195,3 +195,31 @@ async def test_on_a_terminal_the_line_editor_recalls_and_edits_earlier_lines(mar
         await asyncio.wait_for(running, 20)
     lines = out.getvalue().splitlines()
     assert [line.split()[0] for line in lines] == ["/reset", "/persona", "/queue"], lines
+
+
+async def test_forget_me_at_the_terminal_also_forgets_the_typed_lines(markov_bot: Bot, tmp_path: Path) -> None:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from adapters.console_editor import LineEditor
+
+    history = tmp_path / "console_history"
+    with create_pipe_input() as keys:
+        session: PromptSession[str] = PromptSession(input=keys, output=DummyOutput(), history=FileHistory(str(history)))
+        out = io.StringIO()
+        adapter = ConsoleAdapter(io.BytesIO(), out, tmp_path / "out", interactive=False, editor=LineEditor(session))
+        running = asyncio.create_task(adapter.run(markov_bot))
+        keys.send_text("my secret plan is to bake a cake\r")
+        await asyncio.sleep(0.3)
+        assert "secret plan" in history.read_text()
+        keys.send_text("/forget-me\r")
+        await asyncio.sleep(0.5)
+        keys.send_text("\x1b[A\r")  # Up recalls only what was typed after forgetting
+        await asyncio.sleep(0.3)
+        keys.send_text("\x04")
+        await asyncio.wait_for(running, 20)
+    assert "secret plan" not in (history.read_text() if history.exists() else "")
+    assert "Done: deleted" in out.getvalue()
+    assert "secret plan" not in out.getvalue().split("Done: deleted", 1)[1]

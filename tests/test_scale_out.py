@@ -56,14 +56,16 @@ class BotProcess:
         self.process = subprocess.Popen([sys.executable, "-m", "bot", "run", "--config", str(path)], cwd=REPO, env=env,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))  # fmt: skip
 
-    def stop(self) -> None:
+    async def stop(self) -> int:
+        """SIGTERM, as docker stop sends, and wait without blocking the loop the fakes answer on; the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + 20
+            while self.process.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if self.process.poll() is None:
                 self.process.kill()
-                self.process.wait()
+        return self.process.wait()
 
 
 async def until(condition: Any, timeout: float, what: str, processes: list[BotProcess] = ()) -> None:  # type: ignore[assignment]
@@ -164,7 +166,14 @@ async def test_two_processes_share_the_work_and_one_killed_loses_nothing(
             return len(slack_fake.in_thread(thread)) >= 2
 
         await until(follow_up_answered, 30, "the follow-up to be answered by the surviving process", bots[1:])
+
+        # SIGTERM stops the survivor cleanly: exit 0 within seconds, and nothing alarming in its log.
+        started = time.monotonic()
+        assert await bots[1].stop() == 0
+        assert time.monotonic() - started < 10
+        log = bots[1].log.read_text()
+        assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     finally:
         await session.close()
         for bot in bots:
-            bot.stop()
+            await bot.stop()
