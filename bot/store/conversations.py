@@ -158,13 +158,10 @@ class ConversationStore(StoredRecords):
             " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
         )
         values = [conversation_id, role, text, author_id, responding_to, platform_message_id, time.time()]
-        if learned_id is None:
-            row = await fetchone(self.engine, insert, values)
-        else:
-            async with self.engine.transaction() as tx:
-                row = await fetchone(tx, insert, values)
-                await tx.execute("UPDATE messages SET learned = 1 WHERE id = ?", [learned_id])
+        row = await fetchone(self.engine, insert, values)
         assert row is not None
+        if learned_id is not None:  # true once the backend learned it, whether or not this answer is kept
+            await self.engine.execute("UPDATE messages SET learned = 1 WHERE id = ?", [learned_id])
         return int(row[0])
 
     async def mark_learned(self, message_id: int) -> None:

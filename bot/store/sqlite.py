@@ -79,18 +79,26 @@ class SqliteEngine:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement on its own; the rows it changed."""
-        async with self._lock:
-            return await self._call(lambda: self.db.execute(sql, list(params)).rowcount)
+        return await self._alone(lambda: self.db.execute(sql, list(params)).rowcount)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Run one query on its own; its rows."""
-        async with self._lock:
-            return await self._call(lambda: [tuple(row) for row in self.db.execute(sql, list(params)).fetchall()])
+        return await self._alone(lambda: [tuple(row) for row in self.db.execute(sql, list(params)).fetchall()])
 
     async def fetchdicts(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         """Run one query on its own; its rows as dicts."""
+        return await self._alone(self._dicts, sql, params)
+
+    async def _alone(self, fn: Callable[..., T], *args: Any) -> T:
+        """One statement outside any transaction.
+
+        With no transaction open it goes straight to the thread's queue, behind whatever is there (so a
+        transaction that begins later also begins after it); while one is open it waits for it to end.
+        """
+        if not self._lock.locked():
+            return await self._call(fn, *args)
         async with self._lock:
-            return await self._call(self._dicts, sql, params)
+            return await self._call(fn, *args)
 
     def _dicts(self, sql: str, params: Params) -> list[dict[str, Any]]:
         cursor = self.db.execute(sql, list(params))
@@ -118,8 +126,7 @@ class SqliteEngine:
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` on the engine's thread with nothing else in between (backup, tests, PRAGMAs)."""
-        async with self._lock:
-            return await self._call(fn, *args)
+        return await self._alone(fn, *args)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._guarded, fn, args)
