@@ -45,9 +45,9 @@ class LineEditor:
         history = self.session.history
         fresh: History = InMemoryHistory()
         if isinstance(history, FileHistory):
-            with contextlib.suppress(OSError):
-                Path(history.filename).unlink(missing_ok=True)
-                fresh = FileHistory(history.filename)
+            # A file that cannot be removed raises: the bot logs that the typed lines were not forgotten.
+            Path(history.filename).unlink(missing_ok=True)
+            fresh = FileHistory(history.filename)
         self.session.history = fresh
         buffer = self.session.default_buffer
         buffer.history = fresh

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -87,7 +88,7 @@ def _load(args: argparse.Namespace) -> Config:
     try:  # the same rules as the file's: a --db URL with a password is refused too
         section = BotSection.model_validate({**config.bot.model_dump(), **overrides})
     except ValidationError as error:
-        raise ConfigError(f"--db: {error.errors()[0]['msg']}") from None
+        raise ConfigError(f"--db: {error.errors()[0]['msg'].removeprefix('Value error, ')}.") from None
     return config.model_copy(update={"bot": section})
 
 
@@ -193,9 +194,10 @@ async def _run(config: Config) -> None:
     tasks = [asyncio.create_task(adapter.run(bot), name=f"adapter-{adapter.name}") for adapter in adapters]
     # SIGTERM (docker stop, systemd) stops as cleanly as Ctrl-C: jobs go back to the store or the shared queue.
     terminated = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
     waiting = asyncio.create_task(terminated.wait(), name="sigterm")
     try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # a loop without signal support: Ctrl-C only
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
         done, _ = await asyncio.wait([*tasks, waiting], return_when=asyncio.FIRST_COMPLETED)
         for task in done - {waiting}:
             error = task.exception()
@@ -205,7 +207,10 @@ async def _run(config: Config) -> None:
     finally:
         waiting.cancel()
         # Jobs stop first, while the platforms can still tell their users; then the platforms, then the store.
-        await bot.jobs.stop()
+        try:
+            await bot.jobs.stop()
+        except Exception:  # the platforms and the store must still close
+            logging.getLogger(__name__).exception("the job workers did not stop cleanly")
         for adapter in adapters:
             try:
                 await adapter.stop()

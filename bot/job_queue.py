@@ -77,6 +77,7 @@ class QueueScheduler(JobRunner):
         self._waiting: set[str] = set()  # jobs left for a process with their platform, already logged
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = False
+        self._stopped = False
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -119,6 +120,7 @@ class QueueScheduler(JobRunner):
 
     async def stop(self) -> None:
         """Stop this process's workers; its running jobs go back to the queue for any process to finish."""
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -141,6 +143,8 @@ class QueueScheduler(JobRunner):
     async def submit(self, kind: JobKind, user: str, conversation: ConversationKey, message_id: str | None,
                      params: dict[str, Any], reply: Reply) -> Job:
         """Accept a job (recorded, the user told where it stands, then queued) or refuse it with the reason."""
+        if self._stopped:  # this process is shutting down: another one (or this one, restarted) takes new work
+            raise QueueFull("I'm restarting right now; please send that again in a minute.")
         job = Job(secrets.token_hex(4), kind, user, conversation, params, message_id)
         async with self.store.engine.transaction() as tx:
             await tx.fetchall("SELECT pg_advisory_xact_lock(?)", [SUBMIT_LOCK])
@@ -269,9 +273,13 @@ class QueueScheduler(JobRunner):
 
     async def _still_ours(self, job: Job) -> bool:
         # A run whose process went silent for takeover_after_s was handed to another process: this one keeps quiet.
-        rows = await self.store.engine.fetchall(
-            "SELECT 1 FROM jobs WHERE id = ? AND status = 'running' AND queue_id = ?", [job.id, job.queue_id]
-        )
+        try:
+            rows = await self.store.engine.fetchall(
+                "SELECT 1 FROM jobs WHERE id = ? AND status = 'running' AND queue_id = ?", [job.id, job.queue_id]
+            )
+        except Exception as error:  # the store is down for a moment: answer the user; the record is guarded anyway
+            log.warning("could not check that job %s is still this process's (%s); delivering it", job.id, error)
+            return True
         return bool(rows)
 
     async def _record(self, job: Job, **fields: Any) -> None:

@@ -236,3 +236,11 @@ async def test_workers_come_back_after_a_database_failure_stopped_them(
     job = await submit(worker, "alice", channel)
     await asyncio.wait_for(worker.jobs.drain(), 30)
     assert [j.id for j in runners.started] == [job.id]
+
+
+async def test_a_stopping_process_takes_no_new_job(processes: Callable[..., Any], channel: MemoryReply) -> None:
+    worker = await processes(Runners().instant)
+    await worker.jobs.stop()
+    with pytest.raises(QueueFull, match="restarting"):
+        await submit(worker, "alice", channel)
+    assert await worker.store.count("jobs") == 0 and channel.texts == []

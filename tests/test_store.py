@@ -188,3 +188,13 @@ def test_a_password_in_the_url_is_refused_in_favour_of_a_variable() -> None:
     config = parse_config({"bot": {"db": "postgresql://atelier@db:5432/atelier", "db_password_env": "ATELIER_DB_PASSWORD"}})
     with pytest.raises(ConfigError, match="ATELIER_DB_PASSWORD is not set"):
         config.bot.db_password()
+
+
+async def test_reply_chains_are_shared_and_forgotten_after_a_month(any_store: ConversationStore) -> None:
+    await any_store.engine.execute(
+        "INSERT INTO reply_chains (platform, message_id, root, at) VALUES ('discord', '1', '1', ?)", [time.time() - 40 * 86400]
+    )
+    await any_store.note_chain("discord", "51", "41")
+    await any_store.note_chain("discord", "51", "99")  # the first record stands
+    assert await any_store.chain_of("discord", "51") == "41"
+    assert await any_store.chain_of("discord", "1") is None  # older than a month: walked through Discord instead

@@ -11,6 +11,10 @@ from bot.store.engine import Engine, fetchone, insert
 ANSWERED_EVENT_MEMORY_S = 3600.0
 # A claimed event still unanswered after this long was lost with its process; its next retry is answered.
 STALE_CLAIM_S = 30.0
+# Reply chains are remembered this long; a reply to an older answer is walked back through the platform.
+REPLY_CHAIN_MEMORY_S = 30 * 24 * 3600.0
+# Old chains are cleared at most this often (a write per posted answer need not also delete).
+PRUNE_CHAINS_EVERY_S = 3600.0
 
 
 class StoredRecords:
@@ -114,7 +118,11 @@ class StoredRecords:
     # --- reply chains --------------------------------------------------------------------
 
     async def note_chain(self, platform: str, message_id: str, root: str) -> None:
-        """Record that a message belongs to the reply chain starting at `root`."""
+        """Record that a message belongs to the reply chain starting at `root` (forgetting chains past a month)."""
+        now = time.time()
+        if now - getattr(self, "_chains_pruned", 0.0) > PRUNE_CHAINS_EVERY_S:
+            self._chains_pruned = now
+            await self.engine.execute("DELETE FROM reply_chains WHERE at < ?", [now - REPLY_CHAIN_MEMORY_S])
         await self.engine.execute(
             "INSERT INTO reply_chains (platform, message_id, root, at) VALUES (?, ?, ?, ?) ON CONFLICT (platform, message_id) DO NOTHING",
             [platform, message_id, root, time.time()],

@@ -86,6 +86,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         """CREATE TABLE reply_chains (
             platform TEXT NOT NULL, message_id TEXT NOT NULL, root TEXT NOT NULL, at {real} NOT NULL,
             PRIMARY KEY (platform, message_id))""",
+        "CREATE INDEX reply_chains_at ON reply_chains(at)",
     )),
 )  # fmt: skip
 

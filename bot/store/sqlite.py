@@ -27,8 +27,9 @@ RECOVERY_QUIET_S = 30.0
 class SqliteEngine:
     """One SQLite file; one thread owns the connection, so the event loop never waits on disk.
 
-    Statements of different coroutines never mix: every session (a transaction, or one statement)
-    holds the engine's lock. WAL with synchronous=NORMAL keeps every committed row across a kill -9.
+    Statements of different coroutines never mix: a transaction holds the engine's lock until it ends,
+    and a statement on its own waits for it (or, with none open, goes straight to the thread's queue).
+    WAL with synchronous=NORMAL keeps every committed row across a kill -9.
     """
 
     dialect: Dialect = "sqlite"
