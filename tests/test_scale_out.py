@@ -138,10 +138,12 @@ async def test_two_processes_share_the_work_and_one_killed_loses_nothing(
             assert (await post_signed(session, bots[0].url, form, form=True)).status == 200
         first_pid = bots[0].process.pid
 
-        async def first_runs_a_job() -> bool:
-            return bool(query(postgres_url, f"SELECT 1 FROM jobs WHERE status = 'running' AND runner LIKE '%-{first_pid}'"))
+        async def first_accepted_all_and_runs_one() -> bool:
+            # Slack's ack comes before the command is handled: all three must be accepted (told "Queued") first.
+            accepted = query(postgres_url, "SELECT count(*) FROM jobs")[0][0] == 3
+            return accepted and bool(query(postgres_url, f"SELECT 1 FROM jobs WHERE status = 'running' AND runner LIKE '%-{first_pid}'"))
 
-        await until(first_runs_a_job, 60, "the first process to run a job", bots)
+        await until(first_accepted_all_and_runs_one, 60, "the first process to accept every job and run one", bots)
         turns_before = query(postgres_url, "SELECT count(*) FROM messages")[0][0]
         bots[0].process.send_signal(signal.SIGKILL)
         bots[0].process.wait()
