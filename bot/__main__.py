@@ -13,13 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from bot.config import (
+    BotSection,
     Config,
     ConfigError,
     default_config_path,
     load_config,
     require_secret,
 )
+from bot.errors import first_line
 from bot.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -81,10 +85,6 @@ def _load(args: argparse.Namespace) -> Config:
     overrides = {key: value for key, value in overrides.items() if value}
     if not overrides:
         return config
-    from pydantic import ValidationError
-
-    from bot.config import BotSection
-
     try:  # the same rules as the file's: a --db URL with a password is refused too
         section = BotSection.model_validate({**config.bot.model_dump(), **overrides})
     except ValidationError as error:
@@ -97,7 +97,7 @@ async def _start_bot(config: Config, load_in_background: bool = False) -> Bot:
     import sqlite3
 
     from bot.core import Bot
-    from bot.store.engine import is_postgres_url
+    from bot.store.engine import is_driver_error, is_postgres_url
     from bot.store.health import StoreRefused
     from bot.store.postgres import describe
 
@@ -112,11 +112,11 @@ async def _start_bot(config: Config, load_in_background: bool = False) -> Bot:
             f"cannot open the store {config.bot.db} ({error}); check bot.db or --db names a writable SQLite file."
         ) from None
     except Exception as error:
-        if not type(error).__module__.startswith("psycopg"):
+        if not is_driver_error(error):
             raise
-        reason = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
         raise ConfigError(
-            f"the PostgreSQL store {describe(config.bot.db)} refused to start ({reason}); check that its user may create tables."
+            f"the PostgreSQL store {describe(config.bot.db)} refused to start ({first_line(error)}); "
+            "check that its user may create tables."
         ) from None
 
 
@@ -293,12 +293,9 @@ def _backup_or_restore(command: str, config: Config, file: Path) -> None:
 
 async def _migrate(config: Config, to: str, password_env: str | None) -> None:
     """`migrate --to URL`: copy the whole store into an empty PostgreSQL database and verify the counts."""
-    from pydantic import ValidationError
-
-    from bot.config import BotSection
     from bot.store import ConversationStore, StoreRefused
     from bot.store.copy import CopyRefused, copy_store
-    from bot.store.engine import is_postgres_url
+    from bot.store.engine import is_driver_error, is_postgres_url
 
     if not is_postgres_url(to):
         raise ConfigError("--to must be a postgresql://user@host/database URL (the store to copy into).")
@@ -319,10 +316,9 @@ async def _migrate(config: Config, to: str, password_env: str | None) -> None:
     except (StoreRefused, CopyRefused) as error:
         raise ConfigError(str(error)) from None
     except Exception as error:  # the database refused (rights, a value it cannot take): one line, no traceback
-        if not type(error).__module__.startswith("psycopg") and not isinstance(error, RuntimeError):
+        if not is_driver_error(error) and not isinstance(error, RuntimeError):
             raise
-        reason = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
-        raise ConfigError(f"the copy stopped ({reason}); nothing was kept in the target. Check its user's rights "
+        raise ConfigError(f"the copy stopped ({first_line(error)}); nothing was kept in the target. Check its user's rights "
                           "(it must create tables) and run migrate again.") from None  # fmt: skip
     print(f"atelier: copied {source.engine.where} to {target.engine.where}: {report.summary()} (counts verified).")
     variable = f" and bot.db_password_env: {target_section.db_password_env}" if target_section.db_password_env else ""

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message as one short line (its first line, or its class name), for one-line explanations."""
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else error.__class__.__name__
+
+
 class BotError(Exception):
     """Base of every error a user may see; `user_message` is safe to post in chat."""
 

@@ -149,12 +149,7 @@ class QueueScheduler(JobRunner):
         async with self.store.engine.transaction() as tx:
             await tx.fetchall("SELECT pg_advisory_xact_lock(?)", [SUBMIT_LOCK])
             mine = [row[0] for row in await tx.fetchall(f"SELECT id FROM jobs WHERE user_id = ? AND {ACTIVE} ORDER BY created_at", [user])]
-            if len(mine) >= self.config.per_user_pending:
-                raise QueueFull(f"You already have {len(mine)} jobs waiting or running ({', '.join(mine)}); "
-                                "wait for one to finish or /cancel one.")  # fmt: skip
-            queued = (await tx.fetchall("SELECT COUNT(*) FROM jobs WHERE status = 'queued'"))[0][0]
-            if queued >= self.config.queue_limit:
-                raise QueueFull(f"The queue is full ({queued} jobs waiting); please try again in a few minutes.")
+            self._check_room(mine, (await tx.fetchall("SELECT COUNT(*) FROM jobs WHERE status = 'queued'"))[0][0])
             await insert(tx, "jobs", job.row())
         # Fairness: a user's second job waits behind everyone's first (procrastinate serves higher priority first).
         priority = -len(mine)

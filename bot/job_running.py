@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -111,6 +111,14 @@ class JobRunner:
     def timeout(self, kind: str) -> float:
         """Seconds a job of this kind may run."""
         return self.config.image.timeout_s if kind == "image" else self.config.music.timeout_s
+
+    def _check_room(self, mine: Sequence[str], queued: int) -> None:
+        """Refuse a new job when the user already has their cap (`mine`: their job ids) or the queue is full."""
+        if len(mine) >= self.config.per_user_pending:
+            raise QueueFull(f"You already have {len(mine)} jobs waiting or running ({', '.join(mine)}); "
+                            "wait for one to finish or /cancel one.")  # fmt: skip
+        if queued >= self.config.queue_limit:
+            raise QueueFull(f"The queue is full ({queued} jobs waiting); please try again in a few minutes.")
 
     def _bind(self, job: Job, reply: Reply) -> None:
         self._replies[job.id] = reply

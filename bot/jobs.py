@@ -95,16 +95,8 @@ class Scheduler(JobRunner):
     async def submit(self, kind: JobKind, user: str, conversation: ConversationKey, message_id: str | None,
                      params: dict[str, Any], reply: Reply) -> Job:
         """Accept a job (persisted, and the user told where it stands) or refuse it with the reason."""
-        mine = [job for job in self._active.values() if job.user == user]
-        if len(mine) >= self.config.per_user_pending:
-            ids = ", ".join(job.id for job in mine)
-            raise QueueFull(
-                f"You already have {len(mine)} jobs waiting or running ({ids}); "
-                "wait for one to finish or /cancel one."
-            )
-        queued = sum(1 for job in self._active.values() if job.status == "queued")
-        if queued >= self.config.queue_limit:
-            raise QueueFull(f"The queue is full ({queued} jobs waiting); please try again in a few minutes.")
+        mine = [job.id for job in self._active.values() if job.user == user]
+        self._check_room(mine, sum(1 for job in self._active.values() if job.status == "queued"))
         job = Job(secrets.token_hex(4), kind, user, conversation, params, message_id)
         # Counted against the caps from here on, so concurrent submits cannot slip past them.
         self._active[job.id] = job

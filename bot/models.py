@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import BackendConfig, Config
+from bot.errors import first_line
 
 KINDS = ("text", "image", "music")
 # Types whose `model` is a hub id or folder this machine loads (the others call a server or need none).
@@ -131,8 +132,7 @@ def download(config: Config, what: str, to: Path | None = None) -> list[str]:
         try:
             folder = snapshot_download(model.model, local_dir=target, allow_patterns=list(WANTED_FILES))
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
-            raise ModelsError(f"could not download {model.model} ({reason})") from None
+            raise ModelsError(f"could not download {model.model} ({first_line(error)})") from None
         size = human_size(_folder_size(Path(folder)))
         where = f"; set `model: {folder}` for the {model.kind} backend there" if to is not None else ""
         done.append(f"{model.kind}: {model.model} ready in {folder} ({size}){where}")

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.backends.base import BackendLoadError
+from bot.errors import first_line
 
 log = logging.getLogger(__name__)
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -84,18 +85,18 @@ def load_pretrained(loader: Any, source: Source, what: str, **kwargs: Any) -> An
         return loader.from_pretrained(source.name, local_files_only=True, **kwargs)
     except OSError as error:  # transformers' way of saying "not here"
         if source.is_folder:
-            raise BackendLoadError(f"{source.name} does not hold a usable {what} ({_first_line(error)})") from None
+            raise BackendLoadError(f"{source.name} does not hold a usable {what} ({first_line(error)})") from None
         if source.local_only:
             raise BackendLoadError(f"{source.name} is not in the local model cache and HF_HUB_OFFLINE is set; {FETCH_HINT}") from None
     except (ValueError, KeyError, TypeError) as error:  # files present but not a model this library can build
-        raise BackendLoadError(f"{source.name} does not hold a usable {what} ({_first_line(error)})") from None
+        raise BackendLoadError(f"{source.name} does not hold a usable {what} ({first_line(error)})") from None
     if not hub_reachable():
         raise BackendLoadError(f"{source.name} is not in the local model cache and the model hub is unreachable; {FETCH_HINT}")
     log.info("downloading %s %s from the model hub", what, source.name)
     try:
         return loader.from_pretrained(source.name, **kwargs)
     except OSError as error:
-        raise BackendLoadError(f"could not download {source.name} ({_first_line(error)})") from None
+        raise BackendLoadError(f"could not download {source.name} ({first_line(error)})") from None
 
 
 def placement(config: Any, kind: str) -> tuple[Source, str, Any]:
@@ -138,8 +139,3 @@ def pick_dtype(setting: str | None, device: str) -> Any:
     if setting not in DTYPES:
         raise BackendLoadError(f"dtype must be one of {', '.join(DTYPES)}, not '{setting}'")
     return getattr(torch, setting)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else error.__class__.__name__

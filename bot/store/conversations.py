@@ -51,6 +51,7 @@ class ConversationStore(StoredRecords):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._caching = not engine.shared
         self._open: dict[str, ConversationInfo] = {}
         self._known_users: dict[str, str] = {}
 
@@ -80,9 +81,6 @@ class ConversationStore(StoredRecords):
         problem = self.engine.problem
         return problem.operator.format(path=self.engine.where) if problem else None
 
-    def _cache(self) -> bool:
-        return not self.engine.shared
-
     # --- conversations -------------------------------------------------------------------
 
     async def conversation(self, key: ConversationKey) -> ConversationInfo:
@@ -101,7 +99,7 @@ class ConversationStore(StoredRecords):
             ) or await fetchone(self.engine, select, [str(key)])  # fmt: skip
             assert row is not None, "an open conversation vanished while it was being opened"
         info = ConversationInfo(int(row[0]), row[1])
-        if self._cache():
+        if self._caching:
             self._open[str(key)] = info
         return info
 
@@ -126,7 +124,7 @@ class ConversationStore(StoredRecords):
         if not rows:  # another process reset it at the same moment: theirs is the new one
             return await self.conversation(key)
         info = ConversationInfo(int(rows[0][0]), rows[0][1])
-        if self._cache():
+        if self._caching:
             self._open[str(key)] = info
         return info
 
@@ -137,7 +135,7 @@ class ConversationStore(StoredRecords):
             "UPDATE conversations SET persona = ?, persona_set_by = ? WHERE id = ?",
             [persona, set_by if persona else None, info.id],
         )
-        if self._cache():
+        if self._caching:
             self._open[str(key)] = ConversationInfo(info.id, persona)
 
     # --- turns ---------------------------------------------------------------------------
@@ -186,7 +184,7 @@ class ConversationStore(StoredRecords):
             "INSERT INTO users (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name",
             [user_key, name, time.time()],
         )
-        if self._cache():
+        if self._caching:
             self._known_users[user_key] = name
 
     async def learned_texts_by(self, user_key: str) -> list[tuple[str, str]]:

@@ -63,6 +63,11 @@ def is_postgres_url(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://"))
 
 
+def is_driver_error(error: BaseException) -> bool:
+    """Whether an exception comes from the PostgreSQL driver (the database refused or failed), not from our code."""
+    return type(error).__module__.startswith("psycopg")
+
+
 async def fetchone(session: Session, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
     """The first row of a query, or None."""
     rows = await session.fetchall(sql, params)

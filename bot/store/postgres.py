@@ -11,6 +11,7 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
+from bot.errors import first_line
 from bot.store.engine import Params, announce
 from bot.store.health import UNREACHABLE, StoreProblem, StoreRefused, StoreUnavailable
 from bot.store.schema import Dialect, pending
@@ -77,9 +78,8 @@ class PostgresEngine:
                 await _migrate(conn)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
             await engine.close()
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
             raise StoreRefused(
-                f"cannot reach the PostgreSQL store {engine.where} ({reason}); check bot.db, that the server is running, "
+                f"cannot reach the PostgreSQL store {engine.where} ({first_line(error)}); check bot.db, that the server is running, "
                 "and the password variable (bot.db_password_env)."
             ) from None
         except BaseException:

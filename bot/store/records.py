@@ -21,6 +21,7 @@ class StoredRecords:
     """Queries on jobs, moderation_events and answered_events; ConversationStore provides the engine."""
 
     engine: Engine
+    _chains_pruned = 0.0  # when old reply chains were last cleared (time.time())
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class StoredRecords:
     async def note_chain(self, platform: str, message_id: str, root: str) -> None:
         """Record that a message belongs to the reply chain starting at `root` (forgetting chains past a month)."""
         now = time.time()
-        if now - getattr(self, "_chains_pruned", 0.0) > PRUNE_CHAINS_EVERY_S:
+        if now - self._chains_pruned > PRUNE_CHAINS_EVERY_S:
             self._chains_pruned = now
             await self.engine.execute("DELETE FROM reply_chains WHERE at < ?", [now - REPLY_CHAIN_MEMORY_S])
         await self.engine.execute(
